@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine with Python 3.11 and the package registries:
+#   make demo   runs the main job end to end on an embedded default
+#   make test   runs the whole test suite
+# Both create .venv and install the pinned package (with its test extra) into it.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONSTRAINTS := requirements/constraints.txt
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install test demo bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==26.3
+	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable '.[test]'
+	touch $@
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) bin/demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info

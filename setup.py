@@ -1,0 +1,36 @@
+"""tf_minilm: PP-MiniLM / MiniLMv2 task-agnostic distillation in TensorFlow/Keras."""
+
+import setuptools
+
+# Exact pins: the tf-text ops in exported SavedModels must match the TensorFlow
+# they run on, and Keras 3.15 / keras-hub 0.32 are the versions the code is tested
+# with. requirements/constraints.txt pins every transitive package as well.
+RUNTIME = [
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.1",
+    "keras==3.15.1",
+    "keras-hub==0.32.0",
+    "absl-py==2.5.1",
+    "safetensors==0.8.0",
+    "tensorboard==2.21.0",
+    "h5py==3.14.0",
+]
+# Reference implementation for parity tests and the pytorch_model.bin reader.
+TEST = [
+    "transformers==5.23.0",
+    "torch==2.13.0",
+    "pytest==9.2.0",
+    "snownlp==0.12.3",
+]
+
+setuptools.setup(
+    name="tf_minilm",
+    version="0.1.0",
+    description="Task-agnostic multi-relation (PP-MiniLM / MiniLMv2) distillation "
+                "of Transformer encoders with TensorFlow and Keras.",
+    packages=setuptools.find_packages(include=["tf_minilm", "tf_minilm.*"]),
+    package_data={"tf_minilm": ["presets/*.json"]},
+    python_requires="==3.11.*",
+    install_requires=RUNTIME,
+    extras_require={"test": TEST, "torch": ["torch==2.13.0"]},
+)

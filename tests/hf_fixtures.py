@@ -1,0 +1,86 @@
+"""Tiny HuggingFace checkpoints made in the test, with odd sizes so shape bugs show."""
+
+import os
+
+import numpy as np
+
+TINY_BERT = dict(vocab_size=99, hidden_size=24, num_hidden_layers=3,
+                 num_attention_heads=3, intermediate_size=37,
+                 max_position_embeddings=40, type_vocab_size=2,
+                 hidden_act="gelu", layer_norm_eps=1e-12, pad_token_id=0)
+
+
+def tiny_vocab(size=99):
+  """A BERT vocab of `size` entries: specials, ASCII letters/digits, CJK, pieces."""
+  specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+  chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?") + list("的一是了我不人在他有")
+  pieces = [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+  words = ["the", "and", "hello", "world", "distill", "student", "teacher"]
+  vocab = (specials + chars + pieces + words)[:size]
+  while len(vocab) < size:
+    vocab.append(f"[unused{len(vocab)}]")
+  return vocab
+
+
+def make_hf_model(directory, model_type="bert", seed=0, save_bin=False, **overrides):
+  """Saves a random `BertModel`/`RobertaModel` (eval mode) and its vocab; returns it."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(seed)
+  values = dict(TINY_BERT, **overrides)
+  if model_type == "roberta":
+    values.update(pad_token_id=1, max_position_embeddings=values[
+        "max_position_embeddings"] + 2, type_vocab_size=1)
+    model = transformers.RobertaModel(transformers.RobertaConfig(**values))
+  else:
+    model = transformers.BertModel(transformers.BertConfig(**values))
+  model.eval()
+  os.makedirs(directory, exist_ok=True)
+  model.save_pretrained(directory)
+  if save_bin:
+    os.remove(os.path.join(directory, "model.safetensors"))
+    torch.save(model.state_dict(), os.path.join(directory, "pytorch_model.bin"))
+  with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(tiny_vocab(values["vocab_size"])) + "\n")
+  return model
+
+
+def padded_batch(vocab_size=99, lengths=(7, 4, 6), pad_id=0, seed=0):
+  """int32 ids `[3, 7]` with right padding, and the boolean mask."""
+  rng = np.random.default_rng(seed)
+  length = max(lengths)
+  ids = rng.integers(5, vocab_size, size=(len(lengths), length)).astype(np.int32)
+  mask = np.arange(length)[None, :] < np.array(lengths)[:, None]
+  return np.where(mask, ids, pad_id).astype(np.int32), mask
+
+
+def hf_reference_outputs(model, ids, mask):
+  """Hidden states of every layer and per-layer Q/K/V `[B, H, L, d]`, via hooks."""
+  import torch  # pylint: disable=g-import-not-at-top
+  captured = {}
+  heads = model.config.num_attention_heads
+  hooks = []
+  for i, layer in enumerate(model.encoder.layer):
+    for name in ("query", "key", "value"):
+      def hook(_, __, output, key=f"{name}_{i}"):
+        b, l, d = output.shape
+        captured[key] = output.reshape(b, l, heads, d // heads).permute(
+            0, 2, 1, 3).detach().numpy()
+      hooks.append(getattr(layer.attention.self, name).register_forward_hook(hook))
+  with torch.no_grad():
+    out = model(input_ids=torch.tensor(ids, dtype=torch.long),
+                attention_mask=torch.tensor(mask.astype(np.int64)),
+                output_hidden_states=True)
+  for h in hooks:
+    h.remove()
+  for i, state in enumerate(out.hidden_states):
+    captured[f"hidden_states_{i}"] = state.numpy()
+  captured["sequence_output"] = out.last_hidden_state.numpy()
+  if out.pooler_output is not None:
+    captured["pooled_output"] = out.pooler_output.numpy()
+  return captured
+
+
+def encoder_inputs(ids, mask):
+  return {"token_ids": ids, "segment_ids": np.zeros_like(ids),
+          "padding_mask": mask}

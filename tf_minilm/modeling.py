@@ -1,0 +1,400 @@
+"""BERT-style Transformer encoders whose attention Q/K/V are declared outputs.
+
+Shapes (google-research/bert naming): B batch, L sequence, D hidden size,
+H attention heads, d = D / H head size, F feed-forward size.
+
+The layers are written here rather than taken from keras-hub because keras-hub's
+`TransformerEncoder` fixes tanh-approximate GELU and hides Q/K/V inside
+`CachedMultiHeadAttention`; an exact teacher needs erf-GELU and the distillation
+loss needs the projections.
+
+Three functional views share one set of weights:
+  `Encoder.model`            inputs -> sequence_output, pooled_output
+  `Encoder.inspection_model` inputs -> every layer's hidden states and Q/K/V
+  `Encoder.distillation_model(i)`
+                             inputs -> Q/K/V of layer i only; the layers above it and
+                             layer i's attention product and feed-forward are not
+                             in the graph, so they cost nothing.
+"""
+
+import dataclasses
+import json
+from typing import Any, Dict, Optional
+
+import keras
+from keras import ops
+
+ACTIVATIONS = ("relu", "gelu", "gelu_new", "gelu_pytorch_tanh")
+POSITION_STYLES = ("absolute", "roberta")
+INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+# Additive attention mask for padded keys, as in BERT and the PP-MiniLM reference.
+ATTENTION_MASK_BIAS = -1e4
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Architecture of a BERT-family encoder (HF `BertConfig` field meanings)."""
+  vocab_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  intermediate_size: int
+  hidden_act: str = "gelu"
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  hidden_dropout: float = 0.1
+  attention_dropout: float = 0.1
+  initializer_range: float = 0.02
+  pad_token_id: int = 0
+  # "roberta": HF RoBERTa position ids (real tokens count from pad_token_id + 1).
+  position_style: str = "absolute"
+  with_pooler: bool = True
+
+  def __post_init__(self):
+    positive = ("vocab_size", "hidden_size", "num_layers", "num_heads",
+                "intermediate_size", "max_position_embeddings", "type_vocab_size")
+    for name in positive:
+      value = getattr(self, name)
+      if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"EncoderConfig.{name} must be a positive integer, "
+                         f"got {value!r}")
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f"EncoderConfig.hidden_size={self.hidden_size} is not a "
+                       f"multiple of num_heads={self.num_heads}")
+    if self.hidden_act not in ACTIVATIONS:
+      raise ValueError(f"EncoderConfig.hidden_act must be one of {ACTIVATIONS}, "
+                       f"got {self.hidden_act!r}")
+    if self.position_style not in POSITION_STYLES:
+      raise ValueError(f"EncoderConfig.position_style must be one of "
+                       f"{POSITION_STYLES}, got {self.position_style!r}")
+    for name in ("hidden_dropout", "attention_dropout"):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        raise ValueError(f"EncoderConfig.{name} must be in [0, 1), got "
+                         f"{getattr(self, name)!r}")
+
+  @property
+  def head_size(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  def replace(self, **changes) -> "EncoderConfig":
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: Dict[str, Any]) -> "EncoderConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"unknown EncoderConfig fields {unknown}; known: "
+                       f"{sorted(known)}")
+    return cls(**values)
+
+
+# Student architectures of SPEC.md. The 2-layer, hidden-128 student uses 4 heads
+# (head size 32): 12 heads do not divide 128, and 4 keeps the head size of the
+# other presets within a factor of two.
+STUDENT_PRESETS: Dict[str, Dict[str, Any]] = {
+    "ppminilm-6l-768h": dict(num_layers=6, hidden_size=768, num_heads=12,
+                             intermediate_size=3072, hidden_act="relu"),
+    "ppminilm-4l-256h": dict(num_layers=4, hidden_size=256, num_heads=16,
+                             intermediate_size=1024, hidden_act="relu"),
+    "ppminilm-2l-128h": dict(num_layers=2, hidden_size=128, num_heads=4,
+                             intermediate_size=512, hidden_act="relu"),
+    "roberta-6l-768h": dict(num_layers=6, hidden_size=768, num_heads=12,
+                            intermediate_size=3072, hidden_act="gelu"),
+    "roberta-4l-256h": dict(num_layers=4, hidden_size=256, num_heads=16,
+                            intermediate_size=1024, hidden_act="gelu"),
+    "roberta-2l-128h": dict(num_layers=2, hidden_size=128, num_heads=4,
+                            intermediate_size=512, hidden_act="gelu"),
+}
+
+
+def student_config(model_type: str, num_layers: int, vocab_size: int,
+                   **overrides) -> EncoderConfig:
+  """The SPEC.md student of `model_type` ("ppminilm"|"roberta") and depth."""
+  candidates = {name: preset for name, preset in STUDENT_PRESETS.items()
+                if name.startswith(f"{model_type}-{num_layers}l-")}
+  if len(candidates) != 1:
+    raise ValueError(
+        f"no student preset for model_type={model_type!r} with "
+        f"num_layers={num_layers}; presets: {sorted(STUDENT_PRESETS)}")
+  values = dict(next(iter(candidates.values())), vocab_size=vocab_size,
+                max_position_embeddings=512, type_vocab_size=2, pad_token_id=0)
+  values.update(overrides)
+  return EncoderConfig(**values)
+
+
+def _activation(name: str):
+  if name == "relu":
+    return keras.activations.relu
+  approximate = name in ("gelu_new", "gelu_pytorch_tanh")
+  return lambda x: keras.activations.gelu(x, approximate=approximate)
+
+
+def _dense(units, config, name, dtype):
+  return keras.layers.Dense(
+      units, name=name, dtype=dtype,
+      kernel_initializer=keras.initializers.RandomNormal(
+          stddev=config.initializer_range))
+
+
+def _layer_norm(config, name, dtype):
+  return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=name,
+                                         dtype=dtype)
+
+
+class Embeddings(keras.layers.Layer):
+  """Word + position + token-type embeddings, LayerNorm, dropout: `[B, L, D]`."""
+
+  def __init__(self, config: Dict[str, Any], **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    cfg = EncoderConfig.from_dict(config)
+    self._cfg = cfg
+    init = lambda: keras.initializers.RandomNormal(stddev=cfg.initializer_range)
+    self.word_embeddings = keras.layers.Embedding(
+        cfg.vocab_size, cfg.hidden_size, embeddings_initializer=init(),
+        name="word_embeddings", dtype=self.dtype_policy)
+    self.position_embeddings = keras.layers.Embedding(
+        cfg.max_position_embeddings, cfg.hidden_size,
+        embeddings_initializer=init(), name="position_embeddings",
+        dtype=self.dtype_policy)
+    self.token_type_embeddings = keras.layers.Embedding(
+        cfg.type_vocab_size, cfg.hidden_size, embeddings_initializer=init(),
+        name="token_type_embeddings", dtype=self.dtype_policy)
+    self.layer_norm = _layer_norm(cfg, "layer_norm", self.dtype_policy)
+    self.dropout = keras.layers.Dropout(cfg.hidden_dropout,
+                                         dtype=self.dtype_policy)
+
+  def build(self, input_shape=None):
+    self.word_embeddings.build((None, None))
+    self.position_embeddings.build((None, None))
+    self.token_type_embeddings.build((None, None))
+    self.layer_norm.build((None, None, self._cfg.hidden_size))
+    self.built = True
+
+  def call(self, token_ids, segment_ids, padding_mask, training=None):
+    length = ops.shape(token_ids)[1]
+    if self._cfg.position_style == "roberta":
+      real = ops.cast(padding_mask, "int32")
+      positions = ops.cumsum(real, axis=1) * real + self._cfg.pad_token_id
+    else:
+      positions = ops.expand_dims(ops.arange(length, dtype="int32"), 0)
+    x = (self.word_embeddings(token_ids) + self.position_embeddings(positions) +
+         self.token_type_embeddings(segment_ids))
+    return self.dropout(self.layer_norm(x), training=training)
+
+  def get_config(self):
+    return {**super().get_config(), "config": self.config}
+
+
+class SelfAttention(keras.layers.Layer):
+  """Multi-head self-attention with Q/K/V exposed; post-LN residual block."""
+
+  def __init__(self, config: Dict[str, Any], **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    cfg = EncoderConfig.from_dict(config)
+    self._cfg = cfg
+    self.query = _dense(cfg.hidden_size, cfg, "query", self.dtype_policy)
+    self.key = _dense(cfg.hidden_size, cfg, "key", self.dtype_policy)
+    self.value = _dense(cfg.hidden_size, cfg, "value", self.dtype_policy)
+    self.output_dense = _dense(cfg.hidden_size, cfg, "output", self.dtype_policy)
+    self.layer_norm = _layer_norm(cfg, "layer_norm", self.dtype_policy)
+    self.probs_dropout = keras.layers.Dropout(cfg.attention_dropout,
+                                               dtype=self.dtype_policy)
+    self.output_dropout = keras.layers.Dropout(cfg.hidden_dropout,
+                                         dtype=self.dtype_policy)
+
+  def build(self, input_shape=None):
+    shape = (None, None, self._cfg.hidden_size)
+    for layer in (self.query, self.key, self.value, self.output_dense,
+                  self.layer_norm):
+      layer.build(shape)
+    self.built = True
+
+  def _split_heads(self, x):
+    """`[B, L, D]` -> `[B, H, L, d]`."""
+    batch, length = ops.shape(x)[0], ops.shape(x)[1]
+    x = ops.reshape(x, (batch, length, self._cfg.num_heads, self._cfg.head_size))
+    return ops.transpose(x, (0, 2, 1, 3))
+
+  def project_qkv(self, hidden):
+    """Q, K, V `[B, H, L, d]` each: bias included, no 1/sqrt(d) scaling."""
+    return tuple(self._split_heads(dense(hidden))
+                 for dense in (self.query, self.key, self.value))
+
+  def call(self, hidden, padding_mask=None, training=None, qkv_only=False):
+    """Returns (output `[B, L, D]`, (Q, K, V)), or only (Q, K, V) if `qkv_only`."""
+    q, k, v = self.project_qkv(hidden)
+    if qkv_only:
+      return q, k, v
+    # Scores, mask and softmax in float32: -1e4 and exp() are unsafe in float16.
+    scores = ops.matmul(ops.cast(q, "float32"),
+                        ops.transpose(ops.cast(k, "float32"), (0, 1, 3, 2)))
+    scores = scores * (1.0 / float(self._cfg.head_size) ** 0.5)
+    key_bias = (1.0 - ops.cast(padding_mask, "float32")) * ATTENTION_MASK_BIAS
+    probs = ops.softmax(scores + key_bias[:, None, None, :], axis=-1)
+    probs = self.probs_dropout(ops.cast(probs, self.compute_dtype),
+                               training=training)
+    context = ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3))
+    batch, length = ops.shape(context)[0], ops.shape(context)[1]
+    context = ops.reshape(context, (batch, length, self._cfg.hidden_size))
+    out = self.output_dropout(self.output_dense(context), training=training)
+    return self.layer_norm(out + hidden), (q, k, v)
+
+  def get_config(self):
+    return {**super().get_config(), "config": self.config}
+
+
+class TransformerLayer(keras.layers.Layer):
+  """Post-LN Transformer layer: attention block, then feed-forward block."""
+
+  def __init__(self, config: Dict[str, Any], **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    cfg = EncoderConfig.from_dict(config)
+    self._cfg = cfg
+    self.attention = SelfAttention(config, name="attention",
+                                   dtype=self.dtype_policy)
+    self.intermediate = _dense(cfg.intermediate_size, cfg, "intermediate",
+                               self.dtype_policy)
+    self.output_dense = _dense(cfg.hidden_size, cfg, "output", self.dtype_policy)
+    self.layer_norm = _layer_norm(cfg, "layer_norm", self.dtype_policy)
+    self.dropout = keras.layers.Dropout(cfg.hidden_dropout,
+                                         dtype=self.dtype_policy)
+    self._act = _activation(cfg.hidden_act)
+
+  def build(self, input_shape=None):
+    self.attention.build()
+    self.intermediate.build((None, None, self._cfg.hidden_size))
+    self.output_dense.build((None, None, self._cfg.intermediate_size))
+    self.layer_norm.build((None, None, self._cfg.hidden_size))
+    self.built = True
+
+  def call(self, hidden, padding_mask, training=None):
+    """Returns (output `[B, L, D]`, (Q, K, V) each `[B, H, L, d]`)."""
+    attended, qkv = self.attention(hidden, padding_mask, training=training)
+    ffn = self.output_dense(self._act(self.intermediate(attended)))
+    ffn = self.dropout(ffn, training=training)
+    return self.layer_norm(ffn + attended), qkv
+
+  def get_config(self):
+    return {**super().get_config(), "config": self.config}
+
+
+class Pooler(keras.layers.Layer):
+  """BERT pooler: tanh(dense([CLS] hidden state)), `[B, D]`."""
+
+  def __init__(self, config: Dict[str, Any], **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    cfg = EncoderConfig.from_dict(config)
+    self._cfg = cfg
+    self.dense = _dense(cfg.hidden_size, cfg, "dense", self.dtype_policy)
+
+  def build(self, input_shape=None):
+    self.dense.build((None, self._cfg.hidden_size))
+    self.built = True
+
+  def call(self, sequence_output):
+    return ops.tanh(self.dense(sequence_output[:, 0, :]))
+
+  def get_config(self):
+    return {**super().get_config(), "config": self.config}
+
+
+def encoder_inputs() -> Dict[str, keras.KerasTensor]:
+  """`token_ids`, `segment_ids` int32 and `padding_mask` bool, all `[B, L]`."""
+  return {
+      "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
+      "segment_ids": keras.Input((None,), dtype="int32", name="segment_ids"),
+      "padding_mask": keras.Input((None,), dtype="bool", name="padding_mask"),
+  }
+
+
+class Encoder:
+  """Owns the layers of one encoder and builds functional views over them.
+
+  Args:
+    config: the architecture.
+    dtype: a Keras dtype policy name for every layer, e.g. "float32",
+      "mixed_float16", or "float16"/"bfloat16" to hold a frozen teacher's weights in
+      half precision. None uses the global policy.
+    name: prefix of the layer names.
+  """
+
+  def __init__(self, config: EncoderConfig, dtype: Optional[str] = None,
+               name: str = "encoder"):
+    self.config = config
+    self.name = name
+    as_dict = config.to_dict()
+    self.embeddings = Embeddings(as_dict, name=f"{name}_embeddings", dtype=dtype)
+    self.layers = [TransformerLayer(as_dict, name=f"{name}_layer_{i}", dtype=dtype)
+                   for i in range(config.num_layers)]
+    self.pooler = (Pooler(as_dict, name=f"{name}_pooler", dtype=dtype)
+                   if config.with_pooler else None)
+    self.embeddings.build()
+    for layer in self.layers:
+      layer.build()
+    if self.pooler is not None:
+      self.pooler.build()
+    self.model = self._functional(self._full_outputs, name)
+
+  def _functional(self, outputs_fn, name):
+    inputs = encoder_inputs()
+    return keras.Model(inputs, outputs_fn(inputs), name=name)
+
+  def _embed(self, inputs):
+    return self.embeddings(inputs["token_ids"], inputs["segment_ids"],
+                           inputs["padding_mask"])
+
+  def _full_outputs(self, inputs):
+    hidden = self._embed(inputs)
+    for layer in self.layers:
+      hidden, _ = layer(hidden, inputs["padding_mask"])
+    outputs = {"sequence_output": hidden}
+    if self.pooler is not None:
+      outputs["pooled_output"] = self.pooler(hidden)
+    return outputs
+
+  def inspection_model(self) -> keras.Model:
+    """Outputs `hidden_states` (embeddings then each layer) and per-layer Q/K/V."""
+    def outputs(inputs):
+      hidden = self._embed(inputs)
+      result = {"hidden_states_0": hidden}
+      for i, layer in enumerate(self.layers):
+        hidden, (q, k, v) = layer(hidden, inputs["padding_mask"])
+        result.update({f"hidden_states_{i + 1}": hidden, f"query_{i}": q,
+                       f"key_{i}": k, f"value_{i}": v})
+      return result
+    return self._functional(outputs, f"{self.name}_inspection")
+
+  def distillation_model(self, layer_index: int) -> keras.Model:
+    """Q/K/V `[B, H, L, d]` of layer `layer_index` (0-based) and nothing above."""
+    if not 0 <= layer_index < self.config.num_layers:
+      raise ValueError(f"layer index {layer_index} is out of range for a "
+                       f"{self.config.num_layers}-layer encoder (0.."
+                       f"{self.config.num_layers - 1})")
+
+    def outputs(inputs):
+      hidden = self._embed(inputs)
+      for layer in self.layers[:layer_index]:
+        hidden, _ = layer(hidden, inputs["padding_mask"])
+      q, k, v = self.layers[layer_index].attention(hidden, qkv_only=True)
+      return {"query": q, "key": k, "value": v}
+    return self._functional(outputs, f"{self.name}_distill_{layer_index}")
+
+  @property
+  def weights(self):
+    return self.model.weights
+
+  def weight_bytes(self) -> int:
+    return sum(int(w.numpy().nbytes) for w in self.model.weights)
+
+
+def config_to_json(config: EncoderConfig) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True)
