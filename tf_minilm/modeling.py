@@ -146,6 +146,7 @@ def _layer_norm(config, name, dtype):
                                          dtype=dtype)
 
 
+@keras.saving.register_keras_serializable(package="tf_minilm")
 class Embeddings(keras.layers.Layer):
   """Word + position + token-type embeddings, LayerNorm, dropout: `[B, L, D]`."""
 
@@ -191,6 +192,7 @@ class Embeddings(keras.layers.Layer):
     return {**super().get_config(), "config": self.config}
 
 
+@keras.saving.register_keras_serializable(package="tf_minilm")
 class SelfAttention(keras.layers.Layer):
   """Multi-head self-attention with Q/K/V exposed; post-LN residual block."""
 
@@ -250,6 +252,7 @@ class SelfAttention(keras.layers.Layer):
     return {**super().get_config(), "config": self.config}
 
 
+@keras.saving.register_keras_serializable(package="tf_minilm")
 class TransformerLayer(keras.layers.Layer):
   """Post-LN Transformer layer: attention block, then feed-forward block."""
 
@@ -286,6 +289,7 @@ class TransformerLayer(keras.layers.Layer):
     return {**super().get_config(), "config": self.config}
 
 
+@keras.saving.register_keras_serializable(package="tf_minilm")
 class Pooler(keras.layers.Layer):
   """BERT pooler: tanh(dense([CLS] hidden state)), `[B, D]`."""
 

@@ -1,0 +1,294 @@
+"""The distillation config: absl flags -> one frozen, validated dataclass.
+
+`define_flags()` declares every flag (importing this module parses nothing);
+`from_flags()` maps them once into `DistillConfig`; `validate()` checks every
+combination that can be checked before a model is built, naming flag and value.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional
+
+from absl import flags
+
+from tf_minilm import convert
+from tf_minilm import data
+from tf_minilm import io_utils
+from tf_minilm import losses
+from tf_minilm import modeling
+from tf_minilm import tokenization
+
+CONFIG_FILENAME = "distill_config.json"
+
+
+class ConfigError(ValueError):
+  """A flag value (or combination) that cannot run; names the flag."""
+
+  def __init__(self, flag: str, value: Any, message: str):
+    super().__init__(f"--{flag}={value}: {message}")
+    self.flag = flag
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+  """Every setting of a distillation run (see `define_flags` for meanings)."""
+  teacher_model_name_or_path: str
+  input_dir: str
+  output_dir: str
+  model_type: str = "ppminilm"
+  num_layers: int = 6
+  teacher_model_type: str = "bert"
+  teacher_layer_index: int = 19
+  student_layer_index: int = 5
+  num_relation_heads: int = 64
+  alpha: float = 0.0
+  beta: float = 1.0
+  relation_mask: str = "reference"
+  max_seq_length: int = 128
+  batch_size: int = 128
+  learning_rate: float = 6e-4
+  weight_decay: float = 0.01
+  adam_epsilon: float = 1e-8
+  max_grad_norm: float = 1.0
+  warmup_steps: int = 4000
+  max_steps: int = 400_000
+  grad_accum_steps: int = 1
+  logging_steps: int = 20
+  save_steps: int = 20_000
+  keep_checkpoints: int = 3
+  seed: int = 42
+  device: str = "gpu"
+  strategy: str = "mirrored"
+  cpu_replicas: int = 1
+  use_amp: bool = True
+  amp_dtype: str = "float16"
+  jit: bool = False
+  padding: str = "longest"
+  deterministic_data: bool = False
+  shuffle_buffer: int = 100_000
+  dropout: float = 0.1
+  teacher_dropout: bool = False
+  teacher_half_precision: bool = False
+  student_init: Optional[str] = None
+  eval_input_dir: Optional[str] = None
+  eval_every: int = 0
+  eval_batches: int = 50
+  exit_after_steps: int = 0
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @property
+  def amp_policy(self) -> str:
+    return f"mixed_{self.amp_dtype}" if self.use_amp else "float32"
+
+
+_CHOICES = {
+    "model_type": ("ppminilm", "roberta"),
+    "teacher_model_type": ("bert", "roberta"),
+    "device": ("gpu", "cpu", "tpu"),
+    "strategy": ("mirrored", "multi_worker", "one_device", "tpu"),
+    "amp_dtype": ("float16", "bfloat16"),
+    "padding": data.PADDING_MODES,
+    "relation_mask": losses.MASK_MODES,
+}
+
+
+def define_flags() -> None:
+  """Declares the distillation flags on absl's global FLAGS (once)."""
+  if "teacher_model_name_or_path" in flags.FLAGS:
+    return
+  d = DistillConfig.__dataclass_fields__
+  default = lambda name: d[name].default
+  flags.DEFINE_string("teacher_model_name_or_path", None,
+                      "Local HF teacher directory or a converted teacher "
+                      "(bin/convert_teacher).")
+  flags.DEFINE_string("input_dir", None, "Directory of text shards, one "
+                      "sentence per line.")
+  flags.DEFINE_string("output_dir", None, "Checkpoints, exported students, "
+                      "TensorBoard logs and the resolved config go here.")
+  for name in _CHOICES:
+    flags.DEFINE_enum(name, default(name), list(_CHOICES[name]),
+                      {"model_type": "Student architecture family.",
+                       "teacher_model_type": "Teacher family (checked against "
+                       "its config.json).",
+                       "device": "Accelerator kind to run on.",
+                       "strategy": "tf.distribute strategy.",
+                       "amp_dtype": "Half-precision type with --use_amp.",
+                       "padding": "longest: pad each batch to its longest row "
+                       "(reference); bucket: to multiples of 32 (for --jit).",
+                       "relation_mask": "reference: PaddleNLP's masking; strict:"
+                       " padded positions excluded from every relation."}[name])
+  ints = {
+      "num_layers": "Student layers (6, 4 or 2).",
+      "teacher_layer_index": "0-based teacher layer whose Q/K/V are distilled.",
+      "student_layer_index": "0-based student layer whose Q/K/V are trained.",
+      "num_relation_heads": "Relation heads R (64 for large, 48 for base "
+                            "teachers).",
+      "max_seq_length": "Characters per line, then tokens per sequence.",
+      "batch_size": "Sequences per replica per micro-batch.",
+      "warmup_steps": "Linear learning-rate warm-up steps.",
+      "max_steps": "Training steps; the learning rate reaches 0 here.",
+      "grad_accum_steps": "Micro-batches per optimizer step.",
+      "logging_steps": "Log every this many steps.",
+      "save_steps": "Checkpoint and export every this many steps.",
+      "keep_checkpoints": "Training checkpoints kept.",
+      "seed": "Seed of initialisation, dropout and data order.",
+      "cpu_replicas": "Split the CPU into this many logical devices (testing "
+                      "multi-replica code without GPUs).",
+      "shuffle_buffer": "Lines in the shuffle buffer.",
+      "eval_every": "Evaluate on --eval_input_dir every this many steps.",
+      "eval_batches": "Held-out batches per evaluation.",
+      "exit_after_steps": "Checkpoint and exit after this many steps of this "
+                          "process (time-sliced jobs; 0: run to --max_steps). "
+                          "Running the same command again resumes.",
+  }
+  for name, help_text in ints.items():
+    flags.DEFINE_integer(name, default(name), help_text)
+  floats = {
+      "alpha": "Head-head relation weight.",
+      "beta": "Sample-sample relation weight.",
+      "learning_rate": "Peak learning rate.",
+      "weight_decay": "AdamW decay (not on biases and LayerNorm).",
+      "adam_epsilon": "Adam epsilon.",
+      "max_grad_norm": "Global-norm gradient clipping (0 disables).",
+      "dropout": "Student hidden and attention dropout.",
+  }
+  for name, help_text in floats.items():
+    flags.DEFINE_float(name, default(name), help_text)
+  bools = {
+      "use_amp": "Mixed precision (dynamic loss scaling for float16).",
+      "jit": "XLA-compile the per-replica forward/backward.",
+      "deterministic_data": "Reproducible data order (exact resume).",
+      "teacher_dropout": "Run the teacher with dropout, as the reference does.",
+      "teacher_half_precision": "Hold the teacher's weights in --amp_dtype.",
+  }
+  for name, help_text in bools.items():
+    flags.DEFINE_boolean(name, default(name), help_text)
+  flags.DEFINE_string("student_init", None, "Continue from an exported student "
+                      "(HF directory) instead of random initialisation.")
+  flags.DEFINE_string("eval_input_dir", None, "Held-out shards for evaluation.")
+
+
+def from_flags(flag_values=flags.FLAGS) -> DistillConfig:
+  """The config of the parsed flags (validated)."""
+  values = {name: flag_values[name].value
+            for name in DistillConfig.__dataclass_fields__}
+  for required in ("teacher_model_name_or_path", "input_dir", "output_dir"):
+    if not values[required]:
+      raise ConfigError(required, values[required], "is required")
+  config = DistillConfig(**values)
+  validate(config)
+  return config
+
+
+def _check(condition: bool, flag: str, value: Any, message: str) -> None:
+  if not condition:
+    raise ConfigError(flag, value, message)
+
+
+def teacher_encoder_config(config: DistillConfig) -> modeling.EncoderConfig:
+  path = config.teacher_model_name_or_path
+  if os.path.isfile(os.path.join(path, convert.CONVERTED_CONFIG)):
+    with open(os.path.join(path, convert.CONVERTED_CONFIG), encoding="utf-8") as f:
+      return modeling.EncoderConfig.from_dict(json.load(f))
+  return convert.read_hf_config(path)[0]
+
+
+def student_encoder_config(config: DistillConfig, vocab_size: int
+                           ) -> modeling.EncoderConfig:
+  if config.student_init:
+    return convert.read_hf_config(config.student_init)[0]
+  return modeling.student_config(
+      config.model_type, config.num_layers, vocab_size,
+      hidden_dropout=config.dropout, attention_dropout=config.dropout)
+
+
+def validate(config: DistillConfig) -> None:
+  """Raises ConfigError for anything wrong that is knowable before training."""
+  c = config
+  for name, choices in _CHOICES.items():
+    _check(getattr(c, name) in choices, name, getattr(c, name),
+           f"must be one of {list(choices)}")
+  positive = ("max_seq_length", "batch_size", "max_steps", "grad_accum_steps",
+              "logging_steps", "save_steps", "keep_checkpoints", "cpu_replicas",
+              "num_relation_heads", "eval_batches")
+  for name in positive:
+    _check(getattr(c, name) >= 1, name, getattr(c, name), "must be >= 1")
+  _check(c.max_seq_length >= 3, "max_seq_length", c.max_seq_length,
+         "must be >= 3 ([CLS], one token, [SEP])")
+  _check(c.warmup_steps >= 0, "warmup_steps", c.warmup_steps, "must be >= 0")
+  _check(c.max_steps >= c.warmup_steps, "max_steps", c.max_steps,
+         f"must be >= --warmup_steps={c.warmup_steps}")
+  for name in ("learning_rate", "adam_epsilon"):
+    _check(getattr(c, name) > 0, name, getattr(c, name), "must be > 0")
+  for name in ("weight_decay", "max_grad_norm", "eval_every", "shuffle_buffer",
+               "exit_after_steps"):
+    _check(getattr(c, name) >= 0, name, getattr(c, name), "must be >= 0")
+  _check(0 <= c.dropout < 1, "dropout", c.dropout, "must be in [0, 1)")
+  try:
+    losses.relation_weights(c.alpha, c.beta)
+  except ValueError as e:
+    raise ConfigError("alpha", c.alpha, f"with --beta={c.beta}: {e}") from None
+  _check(not (c.eval_every and not c.eval_input_dir), "eval_every", c.eval_every,
+         "needs --eval_input_dir")
+  _check(not (c.strategy == "tpu") or c.device == "tpu", "strategy", c.strategy,
+         f"needs --device=tpu, got --device={c.device}")
+
+  path = c.teacher_model_name_or_path
+  _check(os.path.isdir(path), "teacher_model_name_or_path", path,
+         "is not a directory (expected a local HF model directory or a "
+         "converted teacher)")
+  try:
+    teacher = teacher_encoder_config(c)
+  except (ValueError, OSError) as e:
+    raise ConfigError("teacher_model_name_or_path", path, str(e)) from None
+  expected_style = "roberta" if c.teacher_model_type == "roberta" else "absolute"
+  _check(teacher.position_style == expected_style, "teacher_model_type",
+         c.teacher_model_type, f"does not match the teacher checkpoint at {path}")
+  try:
+    vocab = tokenization.load_vocab(os.path.join(path, "vocab.txt"))
+  except tokenization.TokenizerError as e:
+    raise ConfigError("teacher_model_name_or_path", path, str(e)) from None
+  _check(len(vocab) == teacher.vocab_size, "teacher_model_name_or_path", path,
+         f"vocab.txt has {len(vocab)} tokens but the teacher's vocab_size is "
+         f"{teacher.vocab_size}")
+  _check(c.teacher_layer_index < teacher.num_layers and c.teacher_layer_index >= 0,
+         "teacher_layer_index", c.teacher_layer_index,
+         f"out of range for the {teacher.num_layers}-layer teacher "
+         f"(0..{teacher.num_layers - 1})")
+  try:
+    student = student_encoder_config(c, teacher.vocab_size)
+  except ValueError as e:
+    flag = "student_init" if c.student_init else "num_layers"
+    raise ConfigError(flag, c.student_init or c.num_layers, str(e)) from None
+  _check(student.vocab_size == teacher.vocab_size,
+         "student_init" if c.student_init else "model_type",
+         c.student_init or c.model_type,
+         f"student vocab_size {student.vocab_size} differs from the teacher's "
+         f"{teacher.vocab_size}")
+  _check(0 <= c.student_layer_index < student.num_layers, "student_layer_index",
+         c.student_layer_index, f"out of range for the {student.num_layers}-layer"
+         f" student (0..{student.num_layers - 1})")
+  _check(c.max_seq_length <= min(student.max_position_embeddings,
+                                 teacher.max_position_embeddings),
+         "max_seq_length", c.max_seq_length,
+         "exceeds the models' max_position_embeddings")
+  try:
+    losses.check_relation_heads(c.num_relation_heads, student.hidden_size,
+                                teacher.hidden_size)
+  except ValueError as e:
+    raise ConfigError("num_relation_heads", c.num_relation_heads, str(e)) from None
+  for flag in ("input_dir",) + (("eval_input_dir",) if c.eval_input_dir else ()):
+    try:
+      data.list_shards(getattr(c, flag))
+    except data.DataError as e:
+      raise ConfigError(flag, getattr(c, flag), str(e)) from None
+  if os.path.isfile(c.output_dir):
+    raise ConfigError("output_dir", c.output_dir, "is a file, not a directory")
+
+
+def save(config: DistillConfig, output_dir: str) -> None:
+  with io_utils.atomic_file(os.path.join(output_dir, CONFIG_FILENAME)) as f:
+    f.write(config.to_json())

@@ -1,0 +1,158 @@
+"""tf.data input pipeline: text shards -> padded token-id batches per replica.
+
+Each input pipeline (one per worker under `distribute_datasets_from_function`)
+reads its own subset of the shard files, interleaves them, drops blank lines,
+shuffles, batches raw lines, and only then tokenizes, so that resuming (skipping
+already consumed batches) costs file reading, not tokenization.
+"""
+
+import dataclasses
+import os
+from typing import Dict, List, Optional
+
+import tensorflow as tf
+
+from tf_minilm import tokenization
+
+PADDING_MODES = ("longest", "bucket")
+
+
+class DataError(ValueError):
+  """Input shards or pipeline settings that cannot be used."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Settings of one input pipeline.
+
+  Attributes:
+    max_seq_length: lines are cut to this many characters, then to this many
+      tokens including [CLS] and [SEP] (as the reference).
+    batch_size: sequences per replica batch.
+    padding: "longest" pads each batch to its longest row (reference);
+      "bucket" pads to a multiple of `bucket_multiple` (fewer XLA shapes).
+    shuffle_buffer: lines in the shuffle buffer; 0 disables line shuffling.
+    deterministic: reproducible order (needed for exact resume); otherwise
+      interleaving takes whichever file is ready first.
+    cycle_length: shard files read concurrently per pipeline.
+    repeat: cycle over the files forever (training) or read them once (eval).
+  """
+  max_seq_length: int = 128
+  batch_size: int = 128
+  padding: str = "longest"
+  bucket_multiple: int = 32
+  shuffle_buffer: int = 100_000
+  deterministic: bool = False
+  cycle_length: int = 16
+  repeat: bool = True
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.padding not in PADDING_MODES:
+      raise DataError(f"padding must be one of {PADDING_MODES}, got "
+                      f"{self.padding!r}")
+    for name in ("max_seq_length", "batch_size", "bucket_multiple",
+                 "cycle_length"):
+      if getattr(self, name) < 1:
+        raise DataError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.max_seq_length < 3:
+      raise DataError(f"max_seq_length must be >= 3 ([CLS], a token, [SEP]), got "
+                      f"{self.max_seq_length}")
+
+
+def list_shards(input_dir: str) -> List[str]:
+  """Sorted shard files of `input_dir`; every one must be a readable, non-empty file.
+
+  Hidden files (manifests, temporaries) and `*.json` are not shards.
+  """
+  if not os.path.isdir(input_dir):
+    raise DataError(f"input directory {input_dir!r} does not exist or is not a "
+                    "directory")
+  names = sorted(n for n in os.listdir(input_dir)
+                 if not n.startswith(".") and not n.endswith(".json"))
+  shards, problems = [], []
+  for name in names:
+    path = os.path.join(input_dir, name)
+    if not os.path.isfile(path):
+      continue
+    if not os.access(path, os.R_OK):
+      problems.append(f"{path} is not readable")
+    elif os.path.getsize(path) == 0:
+      problems.append(f"{path} is empty")
+    else:
+      shards.append(path)
+  if problems:
+    raise DataError("bad shard files: " + "; ".join(problems))
+  if not shards:
+    raise DataError(f"no shard files in {input_dir!r} (expected text files, one "
+                    "sentence per line)")
+  return shards
+
+
+def _pad_length(longest: tf.Tensor, config: PipelineConfig) -> tf.Tensor:
+  if config.padding == "longest":
+    return longest
+  multiple = config.bucket_multiple
+  return tf.minimum(((longest + multiple - 1) // multiple) * multiple,
+                    config.max_seq_length)
+
+
+def encode_batch(lines: tf.Tensor, tokenizer: tokenization.BertTokenizer,
+                 config: PipelineConfig) -> Dict[str, tf.Tensor]:
+  """`[B]` strings -> token_ids/segment_ids int32 and padding_mask bool `[B, L]`."""
+  lines = tf.strings.substr(lines, 0, config.max_seq_length, unit="UTF8_CHAR")
+  ids = tokenizer.encode(lines, config.max_seq_length)
+  longest = tf.cast(tf.reduce_max(ids.row_lengths()), tf.int32)
+  length = _pad_length(longest, config)
+  token_ids = ids.to_tensor(default_value=tokenizer.pad_id)
+  token_ids = tf.pad(token_ids, [[0, 0], [0, length - longest]],
+                     constant_values=tokenizer.pad_id)
+  if config.repeat:  # full batches only: a static batch size for XLA
+    token_ids = tf.ensure_shape(token_ids, [config.batch_size, None])
+  return {"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids),
+          "padding_mask": tf.not_equal(token_ids, tokenizer.pad_id)}
+
+
+def make_dataset(shards: List[str], tokenizer: tokenization.BertTokenizer,
+                 config: PipelineConfig,
+                 input_context: Optional[tf.distribute.InputContext] = None,
+                 skip_batches: int = 0) -> tf.data.Dataset:
+  """Batches for one input pipeline.
+
+  Args:
+    shards: shard files (see `list_shards`).
+    input_context: from `distribute_datasets_from_function`; files are split
+      between input pipelines (each file is read by exactly one).
+    skip_batches: batches of this pipeline already consumed (resume).
+  """
+  files = tf.data.Dataset.from_tensor_slices(shards)
+  if input_context is not None and input_context.num_input_pipelines > 1:
+    pipelines = input_context.num_input_pipelines
+    if len(shards) < pipelines:
+      raise DataError(
+          f"{len(shards)} shard files cannot feed {pipelines} input pipelines "
+          "(one per worker): write at least as many shards as workers")
+    files = files.shard(pipelines, input_context.input_pipeline_id)
+  num_files = (len(shards) if input_context is None else
+               len(shards[input_context.input_pipeline_id::max(
+                   1, input_context.num_input_pipelines)]))
+  options = tf.data.Options()
+  options.deterministic = config.deterministic
+  if config.repeat:
+    files = files.shuffle(num_files, seed=config.seed,
+                          reshuffle_each_iteration=True).repeat()
+  lines = files.interleave(
+      tf.data.TextLineDataset, cycle_length=min(config.cycle_length, num_files),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=config.deterministic)
+  # Whitespace-only lines would become [CLS] [SEP]: never train on them.
+  lines = lines.filter(
+      lambda line: tf.strings.length(tf.strings.strip(line)) > 0)
+  if config.shuffle_buffer:
+    lines = lines.shuffle(config.shuffle_buffer, seed=config.seed + 1)
+  batches = lines.batch(config.batch_size, drop_remainder=config.repeat)
+  if skip_batches:
+    batches = batches.skip(skip_batches)
+  batches = batches.map(lambda b: encode_batch(b, tokenizer, config),
+                        num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=config.deterministic)
+  return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
