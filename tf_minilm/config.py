@@ -75,6 +75,9 @@ class DistillConfig:
   eval_every: int = 0
   eval_batches: int = 50
   exit_after_steps: int = 0
+  student_hidden_size: int = 0
+  student_num_heads: int = 0
+  student_intermediate_size: int = 0
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -140,6 +143,9 @@ def define_flags() -> None:
       "shuffle_buffer": "Lines in the shuffle buffer.",
       "eval_every": "Evaluate on --eval_input_dir every this many steps.",
       "eval_batches": "Held-out batches per evaluation.",
+      "student_hidden_size": "Override the preset's hidden size (0: preset).",
+      "student_num_heads": "Override the preset's attention heads (0: preset).",
+      "student_intermediate_size": "Override the preset's FFN size (0: preset).",
       "exit_after_steps": "Checkpoint and exit after this many steps of this "
                           "process (time-sliced jobs; 0: run to --max_steps). "
                           "Running the same command again resumes.",
@@ -200,9 +206,13 @@ def student_encoder_config(config: DistillConfig, vocab_size: int
                            ) -> modeling.EncoderConfig:
   if config.student_init:
     return convert.read_hf_config(config.student_init)[0]
+  overrides = {name: getattr(config, f"student_{name}")
+               for name in ("hidden_size", "num_heads", "intermediate_size")
+               if getattr(config, f"student_{name}")}
   return modeling.student_config(
       config.model_type, config.num_layers, vocab_size,
-      hidden_dropout=config.dropout, attention_dropout=config.dropout)
+      hidden_dropout=config.dropout, attention_dropout=config.dropout,
+      **overrides)
 
 
 def validate(config: DistillConfig) -> None:
@@ -224,7 +234,8 @@ def validate(config: DistillConfig) -> None:
   for name in ("learning_rate", "adam_epsilon"):
     _check(getattr(c, name) > 0, name, getattr(c, name), "must be > 0")
   for name in ("weight_decay", "max_grad_norm", "eval_every", "shuffle_buffer",
-               "exit_after_steps"):
+               "exit_after_steps", "student_hidden_size", "student_num_heads",
+               "student_intermediate_size"):
     _check(getattr(c, name) >= 0, name, getattr(c, name), "must be >= 0")
   _check(0 <= c.dropout < 1, "dropout", c.dropout, "must be in [0, 1)")
   try:

@@ -133,8 +133,15 @@ class Distiller(tf.Module):
       self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                        name="skipped_steps")
     self.dynamic_loss_scale = dynamic
+    # Dropout seed states: restoring them makes a resumed run draw the same
+    # masks as an uninterrupted one.
+    rng_states = [v.value for encoder in (self.models.student,
+                                          self.models.teacher)
+                  for v in encoder.model.variables
+                  if v.name == "seed_generator_state"]
     self.checkpoint = tf.train.Checkpoint(
         student=self.models.student.model, optimizer=self.optimizer,
+        rng_states=rng_states,
         step=self.step, loss_scale=self.loss_scale, good_steps=self.good_steps,
         skipped_steps=self.skipped_steps)
     compute = self._replica_loss_and_grads

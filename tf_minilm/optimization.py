@@ -52,6 +52,7 @@ class AdamW(tf.Module):
                weight_decay: float, beta_1: float = 0.9, beta_2: float = 0.999,
                epsilon: float = 1e-8):
     super().__init__(name="adamw")
+    self._strategy = tf.distribute.get_strategy()
     self._variables = [_underlying(v) for v in variables]
     names = [getattr(v, "path", v.name) for v in variables]
     self._decays = [not any(n in name.split("/")[-1] for n in NO_DECAY)
@@ -77,7 +78,7 @@ class AdamW(tf.Module):
   def apply(self, grads: Sequence) -> None:
     """One update from gradients (per-replica values or tensors), called in
     cross-replica context."""
-    strategy = tf.distribute.get_strategy()
+    strategy = self._strategy
     lr = self.learning_rate
     t = tf.cast(self.iterations + 1, tf.float32)
     correction2 = tf.sqrt(1.0 - tf.pow(self.beta_2, t))

