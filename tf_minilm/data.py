@@ -113,19 +113,16 @@ def encode_batch(lines: tf.Tensor, tokenizer: tokenization.BertTokenizer,
           "padding_mask": tf.not_equal(token_ids, tokenizer.pad_id)}
 
 
-def make_dataset(shards: List[str], tokenizer: tokenization.BertTokenizer,
-                 config: PipelineConfig,
-                 input_context: Optional[tf.distribute.InputContext] = None,
-                 skip_batches: int = 0) -> tf.data.Dataset:
-  """Batches for one input pipeline.
+def line_dataset(shards: List[str], config: PipelineConfig,
+                 input_context: Optional[tf.distribute.InputContext] = None
+                 ) -> tf.data.Dataset:
+  """Non-blank lines of this input pipeline's files, shuffled per `config`.
 
-  Args:
-    shards: shard files (see `list_shards`).
-    input_context: from `distribute_datasets_from_function`; files are split
-      between input pipelines (each file is read by exactly one).
-    skip_batches: batches of this pipeline already consumed (resume).
+  With `input_context`, files are split between input pipelines, so each file
+  is read by exactly one of them.
   """
   files = tf.data.Dataset.from_tensor_slices(shards)
+  num_files = len(shards)
   if input_context is not None and input_context.num_input_pipelines > 1:
     pipelines = input_context.num_input_pipelines
     if len(shards) < pipelines:
@@ -133,11 +130,7 @@ def make_dataset(shards: List[str], tokenizer: tokenization.BertTokenizer,
           f"{len(shards)} shard files cannot feed {pipelines} input pipelines "
           "(one per worker): write at least as many shards as workers")
     files = files.shard(pipelines, input_context.input_pipeline_id)
-  num_files = (len(shards) if input_context is None else
-               len(shards[input_context.input_pipeline_id::max(
-                   1, input_context.num_input_pipelines)]))
-  options = tf.data.Options()
-  options.deterministic = config.deterministic
+    num_files = len(shards[input_context.input_pipeline_id::pipelines])
   if config.repeat:
     files = files.shuffle(num_files, seed=config.seed,
                           reshuffle_each_iteration=True).repeat()
@@ -149,7 +142,23 @@ def make_dataset(shards: List[str], tokenizer: tokenization.BertTokenizer,
       lambda line: tf.strings.length(tf.strings.strip(line)) > 0)
   if config.shuffle_buffer:
     lines = lines.shuffle(config.shuffle_buffer, seed=config.seed + 1)
-  batches = lines.batch(config.batch_size, drop_remainder=config.repeat)
+  return lines
+
+
+def make_dataset(shards: List[str], tokenizer: tokenization.BertTokenizer,
+                 config: PipelineConfig,
+                 input_context: Optional[tf.distribute.InputContext] = None,
+                 skip_batches: int = 0) -> tf.data.Dataset:
+  """Padded batches for one input pipeline (see `line_dataset`).
+
+  Args:
+    skip_batches: batches of this pipeline already consumed (resume); skipped
+      before tokenization.
+  """
+  options = tf.data.Options()
+  options.deterministic = config.deterministic
+  batches = line_dataset(shards, config, input_context).batch(
+      config.batch_size, drop_remainder=config.repeat)
   if skip_batches:
     batches = batches.skip(skip_batches)
   batches = batches.map(lambda b: encode_batch(b, tokenizer, config),

@@ -1,0 +1,124 @@
+"""Tests of the tf.data input pipeline."""
+
+import collections
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import hf_fixtures
+from tf_minilm import data
+from tf_minilm import tokenization
+
+
+def _write(directory, name, text):
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, name)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(text)
+  return path
+
+
+class PipelineTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = os.path.join(self.get_temp_dir(), self.id().split(".")[-1])
+    self.lines = [f"line {i} hello world" for i in range(53)]
+    for shard in range(5):
+      _write(self.dir, f"part-{shard:05d}.txt",
+             "\n".join(self.lines[shard::5]) + "\n\n   \n")
+    _write(self.dir, "manifest.json", "{}")
+    self.tokenizer = tokenization.BertTokenizer(hf_fixtures.tiny_vocab())
+
+  def test_every_line_once_per_epoch_across_pipelines(self):
+    shards = data.list_shards(self.dir)
+    self.assertLen(shards, 5)
+    for pipelines in (1, 2, 3):
+      with self.subTest(pipelines=pipelines):
+        seen = collections.Counter()
+        config = data.PipelineConfig(repeat=False, shuffle_buffer=7, seed=3)
+        for pipeline_id in range(pipelines):
+          context = tf.distribute.InputContext(pipelines, pipeline_id, pipelines)
+          for line in data.line_dataset(shards, config, context):
+            seen[line.numpy().decode()] += 1
+        self.assertEqual(seen, collections.Counter(self.lines))
+
+  def test_batches_tokens_and_padding_modes(self):
+    shards = data.list_shards(self.dir)
+    for padding in data.PADDING_MODES:
+      with self.subTest(padding=padding):
+        config = data.PipelineConfig(max_seq_length=40, batch_size=3,
+                                     padding=padding, shuffle_buffer=0,
+                                     deterministic=True, bucket_multiple=4)
+        for batch in data.make_dataset(shards, self.tokenizer, config).take(5):
+          ids = batch["token_ids"].numpy()
+          mask = batch["padding_mask"].numpy()
+          self.assertEqual(ids.shape[0], 3)
+          lengths = mask.sum(1)
+          self.assertTrue(np.all(ids[:, 0] == self.tokenizer.cls_id))
+          self.assertTrue(np.all(ids[np.arange(3), lengths - 1] ==
+                                 self.tokenizer.sep_id))
+          self.assertTrue(np.all(ids[~mask] == 0))
+          if padding == "longest":
+            self.assertEqual(ids.shape[1], lengths.max())
+          else:
+            self.assertEqual(ids.shape[1] % 4, 0)
+            self.assertLess(ids.shape[1] - lengths.max(), 4)
+          self.assertAllEqual(batch["segment_ids"], np.zeros_like(ids))
+
+  def test_lines_are_cut_to_max_seq_length_characters(self):
+    config = data.PipelineConfig(max_seq_length=5, batch_size=2)
+    batch = data.encode_batch(tf.constant(["hello world", "的一是了我不人在"]),
+                              self.tokenizer, config)
+    vocab = hf_fixtures.tiny_vocab()
+    rows = [[vocab[i] for i in row if i] for row in batch["token_ids"].numpy()]
+    # "hello world" -> "hello" (5 characters); 8 CJK characters -> 5 -> 3 tokens
+    self.assertEqual(rows, [["[CLS]", "hello", "[SEP]"],
+                            ["[CLS]", "的", "一", "是", "[SEP]"]])
+
+  def test_bucket_length_never_exceeds_max_seq_length(self):
+    config = data.PipelineConfig(max_seq_length=6, batch_size=1,
+                                 padding="bucket")
+    batch = data.encode_batch(tf.constant(["a b c d e f g h"]), self.tokenizer,
+                              config)
+    self.assertEqual(batch["token_ids"].shape, (1, 6))
+
+  def test_bad_shards_are_reported(self):
+    _write(self.dir, "part-00009.txt", "")
+    with self.assertRaisesRegex(data.DataError,
+                                "bad shard files: .*part-00009.txt is empty"):
+      data.list_shards(self.dir)
+    with self.assertRaisesRegex(data.DataError, "does not exist"):
+      data.list_shards(os.path.join(self.dir, "nope"))
+    empty = os.path.join(self.get_temp_dir(), "no_shards")
+    os.makedirs(empty, exist_ok=True)
+    with self.assertRaisesRegex(data.DataError, "no shard files in"):
+      data.list_shards(empty)
+
+  def test_fewer_files_than_pipelines(self):
+    shards = data.list_shards(self.dir)[:2]
+    context = tf.distribute.InputContext(3, 0, 3)
+    with self.assertRaisesRegex(data.DataError, "2 shard files cannot feed 3 "
+                                "input pipelines"):
+      data.line_dataset(shards, data.PipelineConfig(), context)
+
+  def test_skip_batches_resumes_the_same_order(self):
+    shards = data.list_shards(self.dir)
+    config = data.PipelineConfig(batch_size=4, shuffle_buffer=20,
+                                 deterministic=True, seed=5, max_seq_length=12)
+    full = [b["token_ids"].numpy() for b in
+            data.make_dataset(shards, self.tokenizer, config).take(20)]
+    resumed = [b["token_ids"].numpy() for b in
+               data.make_dataset(shards, self.tokenizer, config,
+                                 skip_batches=13).take(7)]
+    for a, b in zip(full[13:], resumed):
+      self.assertAllEqual(a, b)
+
+  def test_invalid_config(self):
+    with self.assertRaisesRegex(data.DataError, "padding must be one of"):
+      data.PipelineConfig(padding="max")
+
+
+if __name__ == "__main__":
+  tf.test.main()
