@@ -20,6 +20,7 @@ def atomic_directory(path: str, overwrite: bool = False) -> Iterator[str]:
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+  os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
   try:
     yield staging
   except BaseException:
@@ -42,6 +43,7 @@ def atomic_file(path: str, mode: str = "w", **open_kwargs) -> Iterator:
   fd, staging = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-",
                                  dir=os.path.dirname(path))
   os.close(fd)
+  os.chmod(staging, 0o666 & ~_umask())
   try:
     with open(staging, mode, **open_kwargs) as handle:
       yield handle
@@ -50,3 +52,9 @@ def atomic_file(path: str, mode: str = "w", **open_kwargs) -> Iterator:
     if os.path.exists(staging):
       os.remove(staging)
     raise
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
