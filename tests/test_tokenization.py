@@ -79,6 +79,27 @@ class TokenizerParityTest(tf.test.TestCase):
     self.assertEmpty(self._compare(lines, lower_case=True))
     self.assertEmpty(self._compare(lines, lower_case=False))
 
+  def test_sentence_pairs_match_transformers(self):
+    import transformers  # pylint: disable=g-import-not-at-top
+    hf = transformers.BertTokenizer(self.vocab_path, do_lower_case=True)
+    tokenizer = tokenization.BertTokenizer(self.vocab, True)
+    firsts = self.lines[:40] + ["短", "", "一二三四五六七八九十"]
+    seconds = self.lines[100:140] + ["很长的第二句话" * 5, "短", "一二三四五六七八九十"]
+    for max_length in (9, 10, 64):
+      ids, segments = tokenizer.encode_pair(tf.constant(firsts),
+                                            tf.constant(seconds), max_length)
+      for i, (a, b) in enumerate(zip(firsts, seconds)):
+        want = hf(a, b, truncation="longest_first", max_length=max_length)
+        self.assertEqual(ids[i].numpy().tolist(), want["input_ids"],
+                         msg=f"{max_length}: {a!r} / {b!r}")
+        self.assertEqual(segments[i].numpy().tolist(), want["token_type_ids"])
+
+  def test_invalid_utf8_is_cleaned_not_fatal(self):
+    cut = tokenization.clean_and_cut(tf.constant([b"ok \xff\xfe bytes",
+                                                  "全角，字符".encode()]), 4)
+    self.assertEqual(cut.numpy().tolist(),
+                     ["ok \ufffd".encode(), "全角，字".encode()])
+
   def test_truncation_keeps_cls_and_sep(self):
     tokenizer = tokenization.BertTokenizer(self.vocab, True)
     ids = tokenizer.encode(tf.constant(["的" * 50, "的"]), 7).to_list()

@@ -100,9 +100,11 @@ def _pad_length(longest: tf.Tensor, config: PipelineConfig) -> tf.Tensor:
 def encode_batch(lines: tf.Tensor, tokenizer: tokenization.BertTokenizer,
                  config: PipelineConfig) -> Dict[str, tf.Tensor]:
   """`[B]` strings -> token_ids/segment_ids int32 and padding_mask bool `[B, L]`."""
-  lines = tf.strings.substr(lines, 0, config.max_seq_length, unit="UTF8_CHAR")
+  lines = tokenization.clean_and_cut(lines, config.max_seq_length)
   ids = tokenizer.encode(lines, config.max_seq_length)
-  longest = tf.cast(tf.reduce_max(ids.row_lengths()), tf.int32)
+  # Every row holds [CLS] and [SEP]; the 2 also keeps an empty batch valid.
+  longest = tf.cast(tf.reduce_max(tf.concat([ids.row_lengths(), [2]], 0)),
+                    tf.int32)
   length = _pad_length(longest, config)
   token_ids = ids.to_tensor(default_value=tokenizer.pad_id)
   token_ids = tf.pad(token_ids, [[0, 0], [0, length - longest]],

@@ -15,12 +15,6 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
-# HF BasicTokenizer._is_chinese_char ranges; each such character is its own word.
-_CJK_RANGES = ("\\x{4E00}-\\x{9FFF}\\x{3400}-\\x{4DBF}\\x{20000}-\\x{2A6DF}"
-               "\\x{2A700}-\\x{2B73F}\\x{2B740}-\\x{2B81F}\\x{2B820}-\\x{2CEAF}"
-               "\\x{F900}-\\x{FAFF}\\x{2F800}-\\x{2FA1F}")
-
-
 class TokenizerError(ValueError):
   """A vocabulary or tokenizer configuration that cannot be used."""
 
@@ -86,28 +80,74 @@ class BertTokenizer(tf.Module):
                read_do_lower_case(model_dir))
 
   def normalize(self, text: tf.Tensor) -> tf.Tensor:
-    """HF BasicTokenizer's cleaning, lower-casing and accent stripping."""
-    text = tf.strings.regex_replace(text, r"[\t\n\r]", " ")
-    text = tf.strings.regex_replace(text, "[\\p{C}\\x{FFFD}]", "")
-    text = tf.strings.regex_replace(text, r"\p{Zs}", " ")
-    if self.lower_case:
-      text = tf.strings.lower(text, encoding="utf-8")
-      text = tf_text.normalize_utf8(text, "NFD")
-      text = tf.strings.regex_replace(text, r"\p{Mn}", "")
-    return tf.strings.regex_replace(text, f"([{_CJK_RANGES}])", " \\1 ")
+    """HF BasicTokenizer's cleaning, lower-casing and accent stripping.
+
+    Whitespace controls and \\p{Zs} become spaces; other controls (\\p{C}),
+    U+FFFD and, for lower-case models, combining marks after NFD are deleted.
+    CJK characters need no spacing here: FastBertTokenizer splits them itself.
+    """
+    text = tf.strings.regex_replace(text, r"[\t\n\r\p{Zs}]", " ")
+    if not self.lower_case:
+      return tf.strings.regex_replace(text, "[\\p{C}\\x{FFFD}]", "")
+    text = tf_text.normalize_utf8(tf.strings.lower(text, encoding="utf-8"),
+                                  "NFD")
+    return tf.strings.regex_replace(text, "[\\p{C}\\p{Mn}\\x{FFFD}]", "")
 
   def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
     """`[N]` strings -> `[N, (tokens)]` int32 WordPiece ids, no special tokens."""
     pieces = self._wordpiece.tokenize(self.normalize(text))
     return pieces.merge_dims(-2, -1) if pieces.shape.rank > 2 else pieces
 
+  def _column(self, batch, token_id) -> tf.RaggedTensor:
+    return tf.RaggedTensor.from_tensor(tf.fill([batch, 1], token_id))
+
   def encode(self, text: tf.Tensor, max_seq_length: int) -> tf.RaggedTensor:
     """`[CLS] pieces [SEP]`, truncated to `max_seq_length` ids: `[N, (len)]`."""
     if max_seq_length < 2:
       raise TokenizerError(f"max_seq_length must be >= 2, got {max_seq_length}")
     pieces = self.tokenize(text)[:, :max_seq_length - 2]
-    batch = tf.shape(pieces.row_lengths(), out_type=tf.int64)[0]
-    cls = tf.fill([batch, 1], self.cls_id)
-    sep = tf.fill([batch, 1], self.sep_id)
-    return tf.concat([tf.RaggedTensor.from_tensor(cls), pieces,
-                      tf.RaggedTensor.from_tensor(sep)], axis=1)
+    batch = pieces.nrows()
+    return tf.concat([self._column(batch, self.cls_id), pieces,
+                      self._column(batch, self.sep_id)], axis=1)
+
+  def encode_pair(self, text_a: tf.Tensor, text_b: tf.Tensor,
+                  max_seq_length: int):
+    """`[CLS] a [SEP] b [SEP]` and segment ids (0 for a, 1 for b), truncated
+    "longest first" exactly as transformers does. Returns two `[N, (len)]`."""
+    if max_seq_length < 3:
+      raise TokenizerError(f"max_seq_length must be >= 3, got {max_seq_length}")
+    a, b = self.tokenize(text_a), self.tokenize(text_b)
+    budget = max_seq_length - 3
+    len_a, len_b = a.row_lengths(), b.row_lengths()
+    # The `tokenizers` (Rust) LongestFirst rule that transformers' BertTokenizer
+    # applies: the shorter side keeps up to half, the longer side the rest
+    # (the odd token goes to the longer side, to b on a tie).
+    a_short = len_a <= len_b
+    short, long = tf.minimum(len_a, len_b), tf.maximum(len_a, len_b)
+    keep_long = tf.minimum(long, tf.where(short > budget, short,
+                                          tf.maximum(short, budget - short)))
+    over = short + keep_long > budget
+    keep_short = tf.where(over, tf.cast(budget // 2, short.dtype), short)
+    keep_long = tf.where(over, tf.cast(budget // 2 + budget % 2, long.dtype),
+                         keep_long)
+    keep_a = tf.where(a_short, keep_short, keep_long)
+    keep_b = tf.where(a_short, keep_long, keep_short)
+    a = tf.ragged.boolean_mask(a, tf.ragged.range(len_a) < keep_a[:, None])
+    b = tf.ragged.boolean_mask(b, tf.ragged.range(len_b) < keep_b[:, None])
+    batch = a.nrows()
+    ids = tf.concat([self._column(batch, self.cls_id), a,
+                     self._column(batch, self.sep_id), b,
+                     self._column(batch, self.sep_id)], axis=1)
+    first = tf.cast(keep_a + 2, tf.int32)
+    segment_ids = tf.cast(
+        tf.ragged.range(tf.cast(ids.row_lengths(), tf.int32)) >=
+        first[:, None], tf.int32)
+    return ids, segment_ids
+
+
+def clean_and_cut(text: tf.Tensor, max_chars: int) -> tf.Tensor:
+  """Invalid UTF-8 -> U+FFFD (deleted by normalisation), then the first
+  `max_chars` characters, as the reference cuts every line before tokenizing."""
+  text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace",
+                                      replacement_char=0xFFFD)
+  return tf.strings.substr(text, 0, max_chars, unit="UTF8_CHAR")
