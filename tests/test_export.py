@@ -1,0 +1,168 @@
+"""SavedModel export: string signatures in a fresh process, bad inputs, HF copy."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+import hf_fixtures
+from tf_minilm import convert
+from tf_minilm import export
+from tf_minilm import modeling
+from tf_minilm import tokenization
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEXTS = ["你好，世界！今天天气很好。", "Hello world, the student and the teacher.",
+         "distill 的 student", "ＡＢＣ１２３全角"]
+BAD = ["", "     ", "的" * 100_000, b"bad \xff\xfe utf8".decode("latin-1")]
+
+# Runs in a fresh interpreter: only tensorflow and tensorflow_text imported.
+SERVE = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+import tensorflow_text  # registers the tf-text ops
+path, out = sys.argv[1], sys.argv[2]
+model = tf.saved_model.load(path)
+texts = json.loads(sys.argv[3])
+bad = [b"", b"     ", "的".encode() * 100000, b"bad \xff\xfe utf8"]
+results = {}
+default = model.signatures["serving_default"]
+for name, batch in (("good", [t.encode() for t in texts]), ("bad", bad),
+                    ("empty", [])):
+  r = default(text=tf.constant(batch, tf.string, shape=[len(batch)]))
+  for k, v in r.items():
+    results[f"{name}/{k}"] = v.numpy()
+pair = model.signatures["serving_pair"](
+    text=tf.constant([t.encode() for t in texts]),
+    text_pair=tf.constant([t.encode() for t in reversed(texts)]))
+for k, v in pair.items():
+  results[f"pair/{k}"] = v.numpy()
+signatures = {}
+for name, fn in model.signatures.items():
+  inputs = {k: [v.dtype.name, v.shape.as_list()]
+            for k, v in fn.structured_input_signature[1].items()}
+  outputs = {k: [v.dtype.name, v.shape.as_list()]
+             for k, v in fn.structured_outputs.items()}
+  signatures[name] = {"inputs": inputs, "outputs": outputs}
+np.savez(out, **results)
+print(json.dumps({"modules": sorted(m for m in sys.modules
+                                    if m.split(".")[0] in ("tf_minilm",
+                                                           "transformers",
+                                                           "torch")),
+                  "signatures": signatures}))
+"""
+
+
+class ExportTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    root = tf.test.TestCase().get_temp_dir()
+    cls.teacher_dir = os.path.join(root, "export_teacher")
+    hf_fixtures.make_hf_model(cls.teacher_dir)
+    config = modeling.student_config("ppminilm", 2, vocab_size=99).replace(
+        hidden_size=24, num_heads=3, intermediate_size=37)
+    cls.student = modeling.Encoder(config, name="student")
+    cls.model_dir = os.path.join(root, "model_7")
+    convert.export_hf(cls.student, os.path.join(cls.model_dir, "hf"),
+                      tokenizer_dir=cls.teacher_dir)
+    cls.out = os.path.join(root, "exported")
+    cls.info = export.export(cls.model_dir, cls.out, max_seq_length=16)
+    cls.npz = os.path.join(root, "served.npz")
+    proc = subprocess.run(
+        [sys.executable, "-c", SERVE, os.path.join(cls.out, "saved_model"),
+         cls.npz, json.dumps(TEXTS)], capture_output=True, text=True,
+        timeout=300)
+    if proc.returncode:
+      raise AssertionError(proc.stderr[-5000:])
+    cls.served_meta = json.loads(proc.stdout.strip().splitlines()[-1])
+    cls.served = dict(np.load(cls.npz))
+
+  def _keras_outputs(self, texts):
+    tokenizer = tokenization.BertTokenizer.from_model_dir(self.teacher_dir)
+    cut = tokenization.clean_and_cut(tf.constant(texts), 16)
+    ids = tokenizer.encode(cut, 16).to_tensor().numpy().astype(np.int32)
+    out = self.student.model(hf_fixtures.encoder_inputs(ids, ids != 0))
+    return ids, out
+
+  def test_fresh_process_matches_keras(self):
+    self.assertEqual(self.served_meta["modules"], [])
+    ids, out = self._keras_outputs(TEXTS)
+    self.assertAllEqual(self.served["good/input_mask"], (ids != 0).astype(int))
+    for name in ("sequence_output", "pooled_output"):
+      self.assertAllClose(self.served[f"good/{name}"], out[name], atol=1e-5,
+                          rtol=0)
+    self.assertAllClose(self.served["good/cls_output"],
+                        out["sequence_output"][:, 0], atol=1e-5, rtol=0)
+
+  def test_bad_inputs_have_defined_outputs(self):
+    mask = self.served["bad/input_mask"]
+    self.assertEqual(mask.shape[0], 4)
+    self.assertEqual(mask[0].sum(), 2)   # "" -> [CLS] [SEP]
+    self.assertEqual(mask[1].sum(), 2)   # spaces -> [CLS] [SEP]
+    self.assertEqual(mask[2].sum(), 16)  # cut to 16 characters, then tokens
+    self.assertTrue(np.all(np.isfinite(self.served["bad/sequence_output"])))
+    self.assertEqual(self.served["empty/sequence_output"].shape, (0, 2, 24))
+
+  def test_pairs_use_segment_ids(self):
+    tokenizer = tokenization.BertTokenizer.from_model_dir(self.teacher_dir)
+    cut = lambda t: tokenization.clean_and_cut(tf.constant(t), 16)
+    ids, segments = tokenizer.encode_pair(cut(TEXTS), cut(TEXTS[::-1]), 16)
+    ids, segments = ids.to_tensor().numpy(), segments.to_tensor().numpy()
+    out = self.student.model({"token_ids": ids, "segment_ids": segments,
+                              "padding_mask": ids != 0})
+    self.assertAllClose(self.served["pair/sequence_output"],
+                        out["sequence_output"], atol=1e-5, rtol=0)
+
+  def test_signatures_are_documented(self):
+    sigs = self.served_meta["signatures"]
+    self.assertEqual(sorted(sigs), ["serving_default", "serving_ids",
+                                    "serving_pair"])
+    self.assertEqual(sigs["serving_default"]["inputs"],
+                     {"text": ["string", [None]]})
+    self.assertEqual(sigs["serving_pair"]["inputs"],
+                     {"text": ["string", [None]], "text_pair": ["string", [None]]})
+    self.assertEqual(sigs["serving_ids"]["inputs"], {
+        name: ["int32", [None, None]]
+        for name in ("input_ids", "segment_ids", "input_mask")})
+    for sig in sigs.values():
+      self.assertEqual(sig["outputs"], {
+          "sequence_output": ["float32", [None, None, 24]],
+          "pooled_output": ["float32", [None, 24]],
+          "cls_output": ["float32", [None, 24]],
+          "input_mask": ["int32", [None, None]]})
+    self.assertIn("FastWordpieceTokenizeWithOffsets", self.info["custom_ops"])
+    self.assertEqual(self.info["tensorflow_text_version"], "2.21.1")
+
+  def test_hf_copy_loads_in_transformers(self):
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+    ids, out = self._keras_outputs(TEXTS)
+    model = transformers.BertModel.from_pretrained(
+        os.path.join(self.out, "hf")).eval()
+    with torch.no_grad():
+      want = model(input_ids=torch.tensor(ids, dtype=torch.long),
+                   attention_mask=torch.tensor((ids != 0).astype(np.int64)))
+    self.assertAllClose(want.last_hidden_state.numpy(), out["sequence_output"],
+                        atol=1e-5, rtol=0)
+    self.assertTrue(os.path.isfile(os.path.join(self.out, "student.keras")))
+
+  def test_refuses_to_overwrite_and_bad_sources(self):
+    with self.assertRaisesRegex(export.ExportError, "already exists"):
+      export.export(self.model_dir, self.out)
+    cli = [sys.executable, os.path.join(REPO, "bin", "export")]
+    proc = subprocess.run(cli + [f"--source={self.get_temp_dir()}",
+                                 f"--output_dir={self.out}_x"],
+                          capture_output=True, text=True, timeout=300)
+    self.assertEqual(proc.returncode, 2)
+    self.assertIn("not a model_<step>/ directory", proc.stderr)
+    self.assertFalse(os.path.exists(self.out + "_x"))
+
+
+if __name__ == "__main__":
+  tf.test.main()

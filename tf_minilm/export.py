@@ -1,0 +1,198 @@
+"""Serving export: a SavedModel that takes raw strings, plus Keras and HF copies.
+
+Signatures of the SavedModel (all outputs float32 except the mask):
+  serving_default(text: string [B])
+  serving_pair(text: string [B], text_pair: string [B])
+  serving_ids(input_ids: int32 [B, L], segment_ids: int32 [B, L],
+              input_mask: int32 [B, L])
+  -> sequence_output [B, L, D]: last hidden states
+     pooled_output   [B, D]: BERT pooler, tanh(W h_[CLS] + b). Distillation does
+                     not train the pooler; fine-tuning does.
+     cls_output      [B, D]: the raw [CLS] hidden state
+     input_mask      [B, L] int32: 1 at real tokens
+Text is tokenized in the graph exactly as in training (invalid UTF-8 replaced,
+each text cut to `max_seq_length` characters, HF-exact WordPiece, [CLS]/[SEP],
+truncation to `max_seq_length` tokens), so the ids match training's.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from typing import Dict, List, Optional
+
+import keras
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+from tf_minilm import convert
+from tf_minilm import io_utils
+from tf_minilm import modeling
+from tf_minilm import tokenization
+
+SAVED_MODEL = "saved_model"
+EXPORT_INFO = "export_info.json"
+STUDENT_KERAS = "student.keras"
+STUDENT_HF = "hf"
+
+
+class ExportError(ValueError):
+  """A source that cannot be exported, or an output that would be clobbered."""
+
+
+class ServingModule(tf.Module):
+  """Tokenizer + encoder with string and id signatures."""
+
+  def __init__(self, encoder: modeling.Encoder,
+               tokenizer: tokenization.BertTokenizer, vocab_path: str,
+               max_seq_length: int):
+    super().__init__(name="tf_minilm_serving")
+    self.model = encoder.model
+    self.tokenizer = tokenizer
+    self.vocab_file = tf.saved_model.Asset(vocab_path)
+    self.max_seq_length = max_seq_length
+
+  def _run(self, ids: tf.Tensor, segments: tf.Tensor, mask: tf.Tensor
+           ) -> Dict[str, tf.Tensor]:
+    out = self.model({"token_ids": ids, "segment_ids": segments,
+                      "padding_mask": tf.cast(mask, tf.bool)}, training=False)
+    sequence = tf.cast(out["sequence_output"], tf.float32)
+    return {"sequence_output": sequence,
+            "pooled_output": tf.cast(out["pooled_output"], tf.float32),
+            "cls_output": sequence[:, 0, :],
+            "input_mask": tf.cast(mask, tf.int32)}
+
+  def _dense(self, ids: tf.RaggedTensor) -> tf.Tensor:
+    # An empty batch still gets a [0, 2] tensor ([CLS] and [SEP] columns).
+    length = tf.reduce_max(tf.concat([ids.row_lengths(), [2]], 0))
+    return tf.cast(ids.to_tensor(default_value=self.tokenizer.pad_id,
+                                 shape=tf.stack([ids.nrows(), length])),
+                   tf.int32)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+  def serve_text(self, text):
+    text = tokenization.clean_and_cut(text, self.max_seq_length)
+    ids = self._dense(self.tokenizer.encode(text, self.max_seq_length))
+    return self._run(ids, tf.zeros_like(ids), tf.not_equal(ids, 0))
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
+                                tf.TensorSpec([None], tf.string,
+                                              name="text_pair")])
+  def serve_pair(self, text, text_pair):
+    cut = lambda t: tokenization.clean_and_cut(t, self.max_seq_length)
+    ids, segments = self.tokenizer.encode_pair(cut(text), cut(text_pair),
+                                               self.max_seq_length)
+    ids = self._dense(ids)
+    return self._run(ids, self._dense(segments), tf.not_equal(ids, 0))
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, None], tf.int32, name="input_ids"),
+      tf.TensorSpec([None, None], tf.int32, name="segment_ids"),
+      tf.TensorSpec([None, None], tf.int32, name="input_mask")])
+  def serve_ids(self, input_ids, segment_ids, input_mask):
+    return self._run(input_ids, segment_ids, tf.not_equal(input_mask, 0))
+
+
+def load_student(source: str) -> modeling.Encoder:
+  """The student of a `model_{step}/` directory, a HF directory, or a training
+  output directory (its latest checkpoint)."""
+  if os.path.isdir(os.path.join(source, STUDENT_HF)):
+    return convert.load_encoder(os.path.join(source, STUDENT_HF),
+                                dtype="float32", name="student")
+  if os.path.isfile(os.path.join(source, "config.json")):
+    return convert.load_encoder(source, dtype="float32", name="student")
+  from tf_minilm import config as config_lib  # pylint: disable=g-import-not-at-top
+  config_path = os.path.join(source, config_lib.CONFIG_FILENAME)
+  checkpoint = tf.train.latest_checkpoint(os.path.join(source, "checkpoints"))
+  if not (os.path.isfile(config_path) and checkpoint):
+    raise ExportError(
+        f"{source}: not a model_<step>/ directory, a HF model directory, nor a "
+        "training output directory with distill_config.json and checkpoints/")
+  with open(config_path, encoding="utf-8") as f:
+    values = json.load(f)
+  config = config_lib.DistillConfig(**values)
+  teacher = config_lib.teacher_encoder_config(config)
+  student = modeling.Encoder(
+      config_lib.student_encoder_config(config, teacher.vocab_size),
+      dtype="float32", name="student")
+  tf.train.Checkpoint(student=student.model).restore(checkpoint).expect_partial()
+  return student
+
+
+def _tokenizer_dir(source: str) -> str:
+  for candidate in (source, os.path.join(source, STUDENT_HF)):
+    if os.path.isfile(os.path.join(candidate, "vocab.txt")):
+      return candidate
+  config_path = os.path.join(source, "distill_config.json")
+  if os.path.isfile(config_path):
+    with open(config_path, encoding="utf-8") as f:
+      return json.load(f)["teacher_model_name_or_path"]
+  raise ExportError(f"{source}: no vocab.txt found for the tokenizer")
+
+
+def custom_ops(saved_model_dir: str) -> List[str]:
+  """Ops the SavedModel uses that plain TensorFlow does not register (checked
+  in a fresh interpreter without tensorflow_text)."""
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+  proto = saved_model_pb2.SavedModel()
+  with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+    proto.ParseFromString(f.read())
+  names = set()
+  for meta in proto.meta_graphs:
+    names.update(node.op for node in meta.graph_def.node)
+    for function in meta.graph_def.library.function:
+      names.update(node.op for node in function.node_def)
+  script = ("import sys, json; import tensorflow as tf; "
+            "from tensorflow.python.framework import op_def_registry as r; "
+            "names = json.load(sys.stdin); "
+            "print(json.dumps(sorted(n for n in names if r.get(n) is None)))")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  result = subprocess.run([sys.executable, "-c", script],
+                          input=json.dumps(sorted(names)), capture_output=True,
+                          text=True, check=True, env=env)
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def export(source: str, output_dir: str, max_seq_length: int = 128,
+           overwrite: bool = False) -> Dict:
+  """Writes `output_dir/{saved_model,student.keras,hf,export_info.json}`."""
+  if os.path.exists(output_dir) and not overwrite:
+    raise ExportError(f"{output_dir} already exists; pass --overwrite to "
+                      "replace it")
+  if max_seq_length < 3:
+    raise ExportError(f"max_seq_length must be >= 3, got {max_seq_length}")
+  keras.mixed_precision.set_global_policy("float32")
+  student = load_student(source)
+  if max_seq_length > student.config.max_position_embeddings:
+    raise ExportError(f"max_seq_length {max_seq_length} exceeds the student's "
+                      f"{student.config.max_position_embeddings} positions")
+  tokenizer_dir = _tokenizer_dir(source)
+  tokenizer = tokenization.BertTokenizer.from_model_dir(tokenizer_dir)
+  with io_utils.atomic_directory(output_dir, overwrite) as staging:
+    module = ServingModule(student, tokenizer,
+                           os.path.join(tokenizer_dir, "vocab.txt"),
+                           max_seq_length)
+    saved_model_dir = os.path.join(staging, SAVED_MODEL)
+    tf.saved_model.save(module, saved_model_dir, signatures={
+        "serving_default": module.serve_text,
+        "serving_pair": module.serve_pair,
+        "serving_ids": module.serve_ids})
+    student.model.save(os.path.join(staging, STUDENT_KERAS))
+    convert.export_hf(student, os.path.join(staging, STUDENT_HF),
+                      tokenizer_dir=tokenizer_dir,
+                      do_lower_case=tokenizer.lower_case)
+    info = {
+        "source": os.path.abspath(source),
+        "max_seq_length": max_seq_length,
+        "signatures": ["serving_default", "serving_pair", "serving_ids"],
+        "outputs": ["sequence_output", "pooled_output", "cls_output",
+                    "input_mask"],
+        "custom_ops": custom_ops(saved_model_dir),
+        "tensorflow_version": tf.__version__,
+        "tensorflow_text_version": tf_text.__version__,
+        "load_note": "import tensorflow_text before tf.saved_model.load; TF "
+                     "Serving must link tf-text ops of the same version",
+    }
+    with open(os.path.join(staging, EXPORT_INFO), "w", encoding="utf-8") as f:
+      json.dump(info, f, indent=2)
+  return info
