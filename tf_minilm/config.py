@@ -98,83 +98,84 @@ _CHOICES = {
 }
 
 
-def define_flags() -> None:
-  """Declares the distillation flags on absl's global FLAGS (once)."""
-  if "teacher_model_name_or_path" in flags.FLAGS:
+_HELP = {
+    "teacher_model_name_or_path": "Local HF teacher directory or a converted "
+                                  "teacher (bin/convert_teacher).",
+    "input_dir": "Directory of text shards, one sentence per line.",
+    "output_dir": "Checkpoints, exported students, TensorBoard logs and the "
+                  "resolved config go here.",
+    "model_type": "Student architecture family.",
+    "teacher_model_type": "Teacher family (checked against its config.json).",
+    "device": "Accelerator kind to run on.",
+    "strategy": "tf.distribute strategy.",
+    "amp_dtype": "Half-precision type with --use_amp.",
+    "padding": "longest: pad each batch to its longest row (reference); "
+               "bucket: to multiples of 32 (for --jit).",
+    "relation_mask": "reference: PaddleNLP's masking; strict: padded "
+                     "positions excluded from every relation.",
+    "num_layers": "Student layers (6, 4 or 2).",
+    "teacher_layer_index": "0-based teacher layer whose Q/K/V are distilled.",
+    "student_layer_index": "0-based student layer whose Q/K/V are trained.",
+    "num_relation_heads": "Relation heads R (64 for large, 48 for base "
+                          "teachers).",
+    "max_seq_length": "Characters per line, then tokens per sequence.",
+    "batch_size": "Sequences per replica per micro-batch.",
+    "warmup_steps": "Linear learning-rate warm-up steps.",
+    "max_steps": "Training steps; the learning rate reaches 0 here.",
+    "grad_accum_steps": "Micro-batches per optimizer step.",
+    "logging_steps": "Log every this many steps.",
+    "save_steps": "Checkpoint and export every this many steps.",
+    "keep_checkpoints": "Training checkpoints kept.",
+    "seed": "Seed of initialisation, dropout and data order.",
+    "cpu_replicas": "Split the CPU into this many logical devices (testing "
+                    "multi-replica code without GPUs).",
+    "shuffle_buffer": "Lines in the shuffle buffer.",
+    "eval_every": "Evaluate on --eval_input_dir every this many steps.",
+    "eval_batches": "Held-out batches per evaluation.",
+    "exit_after_steps": "Checkpoint and exit after this many steps of this "
+                        "process (time-sliced jobs; 0: run to --max_steps). "
+                        "Running the same command again resumes.",
+    "student_hidden_size": "Override the preset's hidden size (0: preset).",
+    "student_num_heads": "Override the preset's attention heads (0: preset).",
+    "student_intermediate_size": "Override the preset's FFN size (0: preset).",
+    "alpha": "Head-head relation weight.",
+    "beta": "Sample-sample relation weight.",
+    "learning_rate": "Peak learning rate.",
+    "weight_decay": "AdamW decay (not on biases and LayerNorm).",
+    "adam_epsilon": "Adam epsilon.",
+    "max_grad_norm": "Global-norm gradient clipping (0 disables).",
+    "dropout": "Student hidden and attention dropout.",
+    "use_amp": "Mixed precision (dynamic loss scaling for float16).",
+    "jit": "XLA-compile the per-replica forward/backward.",
+    "deterministic_data": "Reproducible data order (exact resume).",
+    "teacher_dropout": "Run the teacher with dropout, as the reference does.",
+    "teacher_half_precision": "Hold the teacher's weights in --amp_dtype.",
+    "student_init": "Continue from an exported student (HF directory) "
+                    "instead of random initialisation.",
+    "eval_input_dir": "Held-out shards for evaluation.",
+}
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Declares one flag per `DistillConfig` field on `flag_values` (once)."""
+  if "teacher_model_name_or_path" in flag_values:
     return
-  d = DistillConfig.__dataclass_fields__
-  default = lambda name: d[name].default
-  flags.DEFINE_string("teacher_model_name_or_path", None,
-                      "Local HF teacher directory or a converted teacher "
-                      "(bin/convert_teacher).")
-  flags.DEFINE_string("input_dir", None, "Directory of text shards, one "
-                      "sentence per line.")
-  flags.DEFINE_string("output_dir", None, "Checkpoints, exported students, "
-                      "TensorBoard logs and the resolved config go here.")
-  for name in _CHOICES:
-    flags.DEFINE_enum(name, default(name), list(_CHOICES[name]),
-                      {"model_type": "Student architecture family.",
-                       "teacher_model_type": "Teacher family (checked against "
-                       "its config.json).",
-                       "device": "Accelerator kind to run on.",
-                       "strategy": "tf.distribute strategy.",
-                       "amp_dtype": "Half-precision type with --use_amp.",
-                       "padding": "longest: pad each batch to its longest row "
-                       "(reference); bucket: to multiples of 32 (for --jit).",
-                       "relation_mask": "reference: PaddleNLP's masking; strict:"
-                       " padded positions excluded from every relation."}[name])
-  ints = {
-      "num_layers": "Student layers (6, 4 or 2).",
-      "teacher_layer_index": "0-based teacher layer whose Q/K/V are distilled.",
-      "student_layer_index": "0-based student layer whose Q/K/V are trained.",
-      "num_relation_heads": "Relation heads R (64 for large, 48 for base "
-                            "teachers).",
-      "max_seq_length": "Characters per line, then tokens per sequence.",
-      "batch_size": "Sequences per replica per micro-batch.",
-      "warmup_steps": "Linear learning-rate warm-up steps.",
-      "max_steps": "Training steps; the learning rate reaches 0 here.",
-      "grad_accum_steps": "Micro-batches per optimizer step.",
-      "logging_steps": "Log every this many steps.",
-      "save_steps": "Checkpoint and export every this many steps.",
-      "keep_checkpoints": "Training checkpoints kept.",
-      "seed": "Seed of initialisation, dropout and data order.",
-      "cpu_replicas": "Split the CPU into this many logical devices (testing "
-                      "multi-replica code without GPUs).",
-      "shuffle_buffer": "Lines in the shuffle buffer.",
-      "eval_every": "Evaluate on --eval_input_dir every this many steps.",
-      "eval_batches": "Held-out batches per evaluation.",
-      "student_hidden_size": "Override the preset's hidden size (0: preset).",
-      "student_num_heads": "Override the preset's attention heads (0: preset).",
-      "student_intermediate_size": "Override the preset's FFN size (0: preset).",
-      "exit_after_steps": "Checkpoint and exit after this many steps of this "
-                          "process (time-sliced jobs; 0: run to --max_steps). "
-                          "Running the same command again resumes.",
-  }
-  for name, help_text in ints.items():
-    flags.DEFINE_integer(name, default(name), help_text)
-  floats = {
-      "alpha": "Head-head relation weight.",
-      "beta": "Sample-sample relation weight.",
-      "learning_rate": "Peak learning rate.",
-      "weight_decay": "AdamW decay (not on biases and LayerNorm).",
-      "adam_epsilon": "Adam epsilon.",
-      "max_grad_norm": "Global-norm gradient clipping (0 disables).",
-      "dropout": "Student hidden and attention dropout.",
-  }
-  for name, help_text in floats.items():
-    flags.DEFINE_float(name, default(name), help_text)
-  bools = {
-      "use_amp": "Mixed precision (dynamic loss scaling for float16).",
-      "jit": "XLA-compile the per-replica forward/backward.",
-      "deterministic_data": "Reproducible data order (exact resume).",
-      "teacher_dropout": "Run the teacher with dropout, as the reference does.",
-      "teacher_half_precision": "Hold the teacher's weights in --amp_dtype.",
-  }
-  for name, help_text in bools.items():
-    flags.DEFINE_boolean(name, default(name), help_text)
-  flags.DEFINE_string("student_init", None, "Continue from an exported student "
-                      "(HF directory) instead of random initialisation.")
-  flags.DEFINE_string("eval_input_dir", None, "Held-out shards for evaluation.")
+  for field in dataclasses.fields(DistillConfig):
+    name, default = field.name, field.default
+    if default is dataclasses.MISSING:
+      default = None
+    kwargs = dict(name=name, default=default, help=_HELP[name],
+                  flag_values=flag_values)
+    if name in _CHOICES:
+      flags.DEFINE_enum(enum_values=list(_CHOICES[name]), **kwargs)
+    elif field.type in (bool, "bool"):
+      flags.DEFINE_boolean(**kwargs)
+    elif field.type in (int, "int"):
+      flags.DEFINE_integer(**kwargs)
+    elif field.type in (float, "float"):
+      flags.DEFINE_float(**kwargs)
+    else:
+      flags.DEFINE_string(**kwargs)
 
 
 def from_flags(flag_values=flags.FLAGS) -> DistillConfig:

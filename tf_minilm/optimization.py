@@ -9,6 +9,7 @@ written here (PaddlePaddle's AdamW, which is what the reference trains with).
 
 from typing import Sequence
 
+import keras
 import tensorflow as tf
 
 NO_DECAY = ("bias", "gamma", "beta")
@@ -34,8 +35,7 @@ class WarmupLinearDecay:
 
 def _underlying(variable):
   """The tf.Variable (or distributed variable) behind a Keras variable."""
-  return getattr(variable, "value", variable) if hasattr(
-      variable, "path") else variable
+  return variable.value if isinstance(variable, keras.Variable) else variable
 
 
 class AdamW(tf.Module):
