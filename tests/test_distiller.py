@@ -2,8 +2,11 @@
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -93,8 +96,11 @@ class DistillEndToEndTest(DistillTestBase):
     import transformers  # pylint: disable=g-import-not-at-top
     out = os.path.join(self.root, "e2e")
     proc = self.distill(self.flags(out, max_steps=40, save_steps=20,
-                                   logging_steps=10, alpha=0.2, beta=0.5))
+                                   logging_steps=10, alpha=0.2, beta=0.5,
+                                   eval_input_dir=self.long_shards,
+                                   eval_every=20, eval_batches=3))
     losses = self.logged(proc.stdout)
+    self.assertEqual(proc.stdout.count("eval step"), 2)
     self.assertEqual(sorted(losses), [10, 20, 30, 40])
     self.assertLess(losses[40], losses[10])
     self.assertIn("query/token_token", proc.stdout)
@@ -158,6 +164,117 @@ class DistillEndToEndTest(DistillTestBase):
         proc = self.distill(self.flags(out, **overrides), expect_rc=2)
         self.assertIn(message, proc.stderr)
         self.assertFalse(os.path.exists(out))
+
+
+class DistillPreemptionTest(DistillTestBase):
+
+  def test_sigterm_saves_and_the_same_command_resumes(self):
+    out = os.path.join(self.root, "preempted")
+    flags = self.flags(out, max_steps=100_000, warmup_steps=10,
+                       save_steps=50_000, logging_steps=1)
+    proc = subprocess.Popen([sys.executable, DISTILL] + flags,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    for line in proc.stdout:
+      if line.startswith("step 3 "):
+        proc.send_signal(signal.SIGTERM)
+        break
+    rest = proc.stdout.read()
+    self.assertEqual(proc.wait(timeout=300), 0)
+    steps = sorted(self.logged(rest))
+    stopped = steps[-1] if steps else 3
+    checkpoints = os.listdir(os.path.join(out, "checkpoints"))
+    self.assertIn(f"ckpt-{stopped}.index", checkpoints)
+    resumed = self.distill(flags + ["--exit_after_steps=2"])
+    self.assertEqual(sorted(self.logged(resumed.stdout)),
+                     [stopped + 1, stopped + 2])
+
+
+class MultiWorkerTest(DistillTestBase):
+
+  def test_two_workers_train_like_one_process(self):
+    # Each worker reads its own file; with identical files both workers see
+    # the same lines, so 2 workers x batch 4 must equal 1 process x batch 4.
+    lines = [l for l in _corpus_lines() if len(l) > 80][:120]
+    twin = os.path.join(self.root, "twin_shards")
+    single = os.path.join(self.root, "single_shard")
+    for d, copies in ((twin, 2), (single, 1)):
+      os.makedirs(d)
+      for i in range(copies):
+        with open(os.path.join(d, f"part-{i}.txt"), "w", encoding="utf-8") as f:
+          f.write("\n".join(lines) + "\n")
+    common = dict(max_steps=3, save_steps=3, alpha=0.0, beta=0.0, dropout=0.0,
+                  padding="bucket", max_seq_length=32, logging_steps=1,
+                  batch_size=4)
+    ports = []
+    for _ in range(2):
+      with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    out = os.path.join(self.root, "two_workers")
+    workers = []
+    for index in range(2):
+      env = dict(os.environ, TF_CONFIG=json.dumps(
+          {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+      workers.append(subprocess.Popen(
+          [sys.executable, DISTILL] + self.flags(
+              out, input_dir=twin, strategy="multi_worker", **common),
+          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for w, (stdout, stderr) in zip(workers, outputs):
+      self.assertEqual(w.returncode, 0, stderr[-4000:])
+    one = os.path.join(self.root, "one_process")
+    self.distill(self.flags(one, input_dir=single, **common))
+    a, b = self.student_weights(out, 3), self.student_weights(one, 3)
+    for name in a:
+      self.assertAllClose(a[name], b[name], atol=1e-6, rtol=0, msg=name)
+    self.assertEqual(sorted(os.listdir(os.path.join(out, "checkpoints"))),
+                     ["checkpoint", "ckpt-3.data-00000-of-00001",
+                      "ckpt-3.index"])
+
+
+class LossScaleTest(DistillTestBase):
+
+  def test_float16_overflow_steps_are_skipped_and_counted(self):
+    from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
+    import keras  # pylint: disable=g-import-not-at-top
+    from tf_minilm import config as config_lib  # pylint: disable=g-import-not-at-top
+    from tf_minilm import data  # pylint: disable=g-import-not-at-top
+    from tf_minilm import distiller  # pylint: disable=g-import-not-at-top
+    from tf_minilm import tokenization  # pylint: disable=g-import-not-at-top
+    flag_values = absl_flags.FlagValues()
+    config_lib.define_flags(flag_values)
+    flag_values(["distill"] + self.flags(os.path.join(self.root, "fp16"),
+                                         use_amp=True, amp_dtype="float16"))
+    config = config_lib.from_flags(flag_values)
+    keras.mixed_precision.set_global_policy(config.amp_policy)
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    model = distiller.Distiller(config, strategy)
+    self.assertEqual(model.models.student_view.outputs[0].dtype, "float16")
+    tokenizer = tokenization.BertTokenizer.from_model_dir(self.teacher)
+    pipeline = data.PipelineConfig(max_seq_length=19, batch_size=3,
+                                   shuffle_buffer=0)
+    iterator = iter(strategy.distribute_datasets_from_function(
+        lambda ctx: data.make_dataset(data.list_shards(self.shards), tokenizer,
+                                      pipeline, ctx)))
+    before = [w.numpy() for w in model.trainable]
+    model.loss_scale.assign(3e38)  # scaled float16 gradients overflow
+    logs = model.train_step(iterator)
+    self.assertFalse(bool(logs["applied"]))
+    self.assertEqual(int(model.skipped_steps.numpy()), 1)
+    self.assertAllClose(model.loss_scale, 1.5e38)
+    self.assertEqual(int(model.optimizer.iterations.numpy()), 0)
+    for b, w in zip(before, model.trainable):
+      self.assertAllEqual(b, w)
+    self.assertTrue(np.isfinite(float(logs["loss"])))
+    model.loss_scale.assign(2.0 ** 15)
+    logs = model.train_step(iterator)
+    self.assertTrue(bool(logs["applied"]))
+    self.assertEqual(int(model.optimizer.iterations.numpy()), 1)
+    # The first update has learning rate 0 (warm-up starts at 0, as Paddle's
+    # LinearDecayWithWarmup), but the moments moved.
+    self.assertGreater(float(tf.reduce_max(tf.abs(model.optimizer.m[0]))), 0)
 
 
 class DistillEquivalenceTest(DistillTestBase):

@@ -45,17 +45,21 @@ LOSS_SCALE_GROWTH_STEPS = 2000
 
 
 def make_strategy(config: config_lib.DistillConfig) -> tf.distribute.Strategy:
-  """The strategy of `config`, after making the right devices visible."""
+  """The strategy of `config`, after making the right devices visible.
+
+  Only physical devices are queried before the strategy exists: listing
+  logical devices starts the TF runtime, after which collective ops
+  (MultiWorkerMirroredStrategy) can no longer be configured.
+  """
   if config.device == "cpu":
     tf.config.set_visible_devices([], "GPU")
+  elif config.device == "gpu" and not tf.config.list_physical_devices("GPU"):
+    raise config_lib.ConfigError("device", "gpu", "no GPU is visible to "
+                                 "TensorFlow; use --device=cpu to run on the CPU")
   if config.cpu_replicas > 1:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * config.cpu_replicas)
-  gpus = tf.config.list_logical_devices("GPU")
-  if config.device == "gpu" and not gpus:
-    raise config_lib.ConfigError("device", "gpu", "no GPU is visible to "
-                                 "TensorFlow; use --device=cpu to run on the CPU")
   if config.strategy == "multi_worker":
     return tf.distribute.MultiWorkerMirroredStrategy()
   if config.strategy == "tpu":
@@ -63,7 +67,7 @@ def make_strategy(config: config_lib.DistillConfig) -> tf.distribute.Strategy:
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
-  devices = [d.name for d in gpus] or [
+  devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
       d.name for d in tf.config.list_logical_devices("CPU")]
   if config.strategy == "one_device":
     return tf.distribute.OneDeviceStrategy(devices[0])
