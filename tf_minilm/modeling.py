@@ -146,15 +146,25 @@ def _layer_norm(config, name, dtype):
                                          dtype=dtype)
 
 
-@keras.saving.register_keras_serializable(package="tf_minilm")
-class Embeddings(keras.layers.Layer):
-  """Word + position + token-type embeddings, LayerNorm, dropout: `[B, L, D]`."""
+class _ConfiguredLayer(keras.layers.Layer):
+  """A layer whose one constructor argument is an `EncoderConfig` as a dict."""
 
   def __init__(self, config: Dict[str, Any], **kwargs):
     super().__init__(**kwargs)
     self.config = config
-    cfg = EncoderConfig.from_dict(config)
-    self._cfg = cfg
+    self._cfg = EncoderConfig.from_dict(config)
+
+  def get_config(self):
+    return {**super().get_config(), "config": self.config}
+
+
+@keras.saving.register_keras_serializable(package="tf_minilm")
+class Embeddings(_ConfiguredLayer):
+  """Word + position + token-type embeddings, LayerNorm, dropout: `[B, L, D]`."""
+
+  def __init__(self, config: Dict[str, Any], **kwargs):
+    super().__init__(config, **kwargs)
+    cfg = self._cfg
     init = lambda: keras.initializers.RandomNormal(stddev=cfg.initializer_range)
     self.word_embeddings = keras.layers.Embedding(
         cfg.vocab_size, cfg.hidden_size, embeddings_initializer=init(),
@@ -188,19 +198,14 @@ class Embeddings(keras.layers.Layer):
          self.token_type_embeddings(segment_ids))
     return self.dropout(self.layer_norm(x), training=training)
 
-  def get_config(self):
-    return {**super().get_config(), "config": self.config}
-
 
 @keras.saving.register_keras_serializable(package="tf_minilm")
-class SelfAttention(keras.layers.Layer):
+class SelfAttention(_ConfiguredLayer):
   """Multi-head self-attention with Q/K/V exposed; post-LN residual block."""
 
   def __init__(self, config: Dict[str, Any], **kwargs):
-    super().__init__(**kwargs)
-    self.config = config
-    cfg = EncoderConfig.from_dict(config)
-    self._cfg = cfg
+    super().__init__(config, **kwargs)
+    cfg = self._cfg
     self.query = _dense(cfg.hidden_size, cfg, "query", self.dtype_policy)
     self.key = _dense(cfg.hidden_size, cfg, "key", self.dtype_policy)
     self.value = _dense(cfg.hidden_size, cfg, "value", self.dtype_policy)
@@ -248,19 +253,14 @@ class SelfAttention(keras.layers.Layer):
     out = self.output_dropout(self.output_dense(context), training=training)
     return self.layer_norm(out + hidden), (q, k, v)
 
-  def get_config(self):
-    return {**super().get_config(), "config": self.config}
-
 
 @keras.saving.register_keras_serializable(package="tf_minilm")
-class TransformerLayer(keras.layers.Layer):
+class TransformerLayer(_ConfiguredLayer):
   """Post-LN Transformer layer: attention block, then feed-forward block."""
 
   def __init__(self, config: Dict[str, Any], **kwargs):
-    super().__init__(**kwargs)
-    self.config = config
-    cfg = EncoderConfig.from_dict(config)
-    self._cfg = cfg
+    super().__init__(config, **kwargs)
+    cfg = self._cfg
     self.attention = SelfAttention(config, name="attention",
                                    dtype=self.dtype_policy)
     self.intermediate = _dense(cfg.intermediate_size, cfg, "intermediate",
@@ -285,19 +285,14 @@ class TransformerLayer(keras.layers.Layer):
     ffn = self.dropout(ffn, training=training)
     return self.layer_norm(ffn + attended), qkv
 
-  def get_config(self):
-    return {**super().get_config(), "config": self.config}
-
 
 @keras.saving.register_keras_serializable(package="tf_minilm")
-class Pooler(keras.layers.Layer):
+class Pooler(_ConfiguredLayer):
   """BERT pooler: tanh(dense([CLS] hidden state)), `[B, D]`."""
 
   def __init__(self, config: Dict[str, Any], **kwargs):
-    super().__init__(**kwargs)
-    self.config = config
-    cfg = EncoderConfig.from_dict(config)
-    self._cfg = cfg
+    super().__init__(config, **kwargs)
+    cfg = self._cfg
     self.dense = _dense(cfg.hidden_size, cfg, "dense", self.dtype_policy)
 
   def build(self, input_shape=None):
@@ -307,8 +302,6 @@ class Pooler(keras.layers.Layer):
   def call(self, sequence_output):
     return ops.tanh(self.dense(sequence_output[:, 0, :]))
 
-  def get_config(self):
-    return {**super().get_config(), "config": self.config}
 
 
 def encoder_inputs() -> Dict[str, keras.KerasTensor]:
