@@ -46,8 +46,8 @@ def qkv_flops(length, hidden):
 
 
 def step_flops(args, teacher_layers_run):
-  """Matmul FLOPs of one step for the whole global batch."""
-  L, B = args.seq_length, args.batch_size * args.replicas
+  """Matmul FLOPs of one step for the whole global batch (padded width)."""
+  L, B = args.width, args.batch_size * args.replicas
   teacher = B * (teacher_layers_run * layer_flops(L, args.teacher_hidden,
                                                   args.teacher_ffn))
   if teacher_layers_run == args.teacher_layer_index:
@@ -120,6 +120,11 @@ def main():
   p.add_argument("--teacher_half", action="store_true",
                  help="hold the teacher's weights in the half dtype")
   p.add_argument("--replicas", type=int, default=1)
+  p.add_argument("--padding", default="full",
+                 choices=["full", "longest", "bucket"],
+                 help="full: every row L tokens; longest/bucket: rows of "
+                      "L/2..L tokens padded to the longest row or to a multiple "
+                      "of 32 (the pipeline's two modes)")
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--teacher_hidden", type=int, default=1024)
@@ -164,8 +169,17 @@ def main():
   rng = np.random.default_rng(0)
   ids = rng.integers(5, args.vocab_size, size=(args.batch_size,
                                                args.seq_length)).astype(np.int32)
+  if args.padding != "full":
+    lengths = rng.integers(args.seq_length // 2, args.seq_length + 1,
+                           size=args.batch_size)
+    width = int(lengths.max())
+    if args.padding == "bucket":
+      width = min(args.seq_length, -(-width // 32) * 32)
+    ids = np.where(np.arange(args.seq_length)[None] < lengths[:, None], ids,
+                   0)[:, :width].astype(np.int32)
   batch = {"token_ids": ids, "segment_ids": np.zeros_like(ids),
-           "padding_mask": np.ones_like(ids, dtype=bool)}
+           "padding_mask": ids != 0}
+  args.width = ids.shape[1]
   dataset = tf.data.Dataset.from_tensors(batch).repeat()
   iterator = iter(strategy.experimental_distribute_dataset(
       dataset.unbatch().batch(args.batch_size * strategy.num_replicas_in_sync)))
@@ -224,9 +238,11 @@ def main():
         f"{args.dtype}, XLA {'on' if args.jit else 'off'}, teacher weights "
         f"{model.models.teacher.weights[0].dtype} "
         f"({model.models.teacher.weight_bytes() / 2 ** 30:.2f} GiB), batch "
-        f"{args.batch_size}/replica, L={args.seq_length}")
+        f"{args.batch_size}/replica, L={args.seq_length}, padding "
+        f"{args.padding} (batch width {ids.shape[1]})")
   print(f"step {step * 1e3:.0f} ms | {global_batch / step:.2f} sequences/s | "
-        f"{global_batch * args.seq_length / step:,.0f} tokens/s | {memory_text}")
+        f"{global_batch * int(batch['padding_mask'].sum()) / args.batch_size / step:,.0f}"
+        f" real tokens/s | {memory_text}")
   print(f"split (each part timed alone): teacher forward {teacher * 1e3:.0f} "
         f"ms | student forward+backward with loss {(compute - teacher) * 1e3:.0f}"
         f" ms (the loss alone, forward+backward: {loss * 1e3:.0f} ms) | "

@@ -296,7 +296,7 @@ def _format_logs(step: int, logs: Dict[str, float]) -> str:
   for key in keys:
     if key in logs:
       value = logs[key]
-      parts.append(f"{key} {value:.4g}" if isinstance(value, float) else
+      parts.append(f"{key} {value:.6g}" if isinstance(value, float) else
                    f"{key} {value}")
   return " | ".join(parts)
 
