@@ -29,7 +29,6 @@ setuptools.setup(
     description="Task-agnostic multi-relation (PP-MiniLM / MiniLMv2) distillation "
                 "of Transformer encoders with TensorFlow and Keras.",
     packages=setuptools.find_packages(include=["tf_minilm", "tf_minilm.*"]),
-    package_data={"tf_minilm": ["presets/*.json"]},
     python_requires="==3.11.*",
     install_requires=RUNTIME,
     extras_require={"test": TEST, "torch": ["torch==2.13.0"]},

@@ -21,9 +21,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
                                 "tests"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from tf_minilm import data
+from tf_minilm import data  # pylint: disable=g-import-not-at-top
 from tf_minilm import tokenization
 import test_tokenization  # pylint: disable=g-import-not-at-top
 

@@ -152,7 +152,8 @@ class Distiller(tf.Module):
         step=self.step, loss_scale=self.loss_scale, good_steps=self.good_steps,
         skipped_steps=self.skipped_steps)
     compute = self._replica_loss_and_grads
-    self._compute = tf.function(compute, jit_compile=True) if config.jit else compute
+    self._compute = (tf.function(compute, jit_compile=True) if config.jit
+                     else compute)
     self.train_step = tf.function(self._train_step)
     self.eval_step = tf.function(self._eval_step)
 

@@ -19,7 +19,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import keras
 import tensorflow as tf
