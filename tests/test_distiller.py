@@ -165,7 +165,11 @@ class DistillEndToEndTest(DistillTestBase):
         (dict(input_dir=os.path.join(self.root, "missing")),
          "does not exist or is not a directory"),
         (dict(teacher_model_name_or_path=self.shards), "no config.json"),
+        (dict(strategy="tpu"), "--strategy=tpu and --device=tpu go together"),
     ]
+    if not tf.config.list_physical_devices("GPU"):
+      cases.append((dict(device="gpu"), "--device=gpu: no GPU is visible to "
+                    "TensorFlow; use --device=cpu"))
     for overrides, message in cases:
       with self.subTest(**{k: str(v) for k, v in overrides.items()}):
         proc = self.distill(self.flags(out, **overrides), expect_rc=2)

@@ -245,8 +245,8 @@ def validate(config: DistillConfig) -> None:
     raise ConfigError("alpha", c.alpha, f"with --beta={c.beta}: {e}") from None
   _check(not (c.eval_every and not c.eval_input_dir), "eval_every", c.eval_every,
          "needs --eval_input_dir")
-  _check(not (c.strategy == "tpu") or c.device == "tpu", "strategy", c.strategy,
-         f"needs --device=tpu, got --device={c.device}")
+  _check((c.strategy == "tpu") == (c.device == "tpu"), "strategy", c.strategy,
+         f"--strategy=tpu and --device=tpu go together, got --device={c.device}")
 
   path = c.teacher_model_name_or_path
   _check(os.path.isdir(path), "teacher_model_name_or_path", path,
