@@ -243,6 +243,9 @@ class MultiWorkerTest(DistillTestBase):
     self.assertEqual(sorted(os.listdir(os.path.join(out, "checkpoints"))),
                      ["checkpoint", "ckpt-3.data-00000-of-00001",
                       "ckpt-3.index"])
+    # Worker 1's private checkpoint and TensorBoard copies are removed.
+    self.assertEqual([n for n in os.listdir(os.path.join(out, "tensorboard"))
+                      if n.startswith(".worker")], [])
 
 
 class LossScaleTest(DistillTestBase):

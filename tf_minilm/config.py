@@ -179,28 +179,19 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 
 def from_flags(flag_values=flags.FLAGS) -> DistillConfig:
-  """The config of the parsed flags (validated)."""
+  """The config of the parsed flags; `validate` (which `distiller.run` calls
+  before anything else) checks the combinations."""
   values = {name: flag_values[name].value
             for name in DistillConfig.__dataclass_fields__}
   for required in ("teacher_model_name_or_path", "input_dir", "output_dir"):
     if not values[required]:
       raise ConfigError(required, values[required], "is required")
-  config = DistillConfig(**values)
-  validate(config)
-  return config
+  return DistillConfig(**values)
 
 
 def _check(condition: bool, flag: str, value: Any, message: str) -> None:
   if not condition:
     raise ConfigError(flag, value, message)
-
-
-def teacher_encoder_config(config: DistillConfig) -> modeling.EncoderConfig:
-  path = config.teacher_model_name_or_path
-  if os.path.isfile(os.path.join(path, convert.CONVERTED_CONFIG)):
-    with open(os.path.join(path, convert.CONVERTED_CONFIG), encoding="utf-8") as f:
-      return modeling.EncoderConfig.from_dict(json.load(f))
-  return convert.read_hf_config(path)[0]
 
 
 def student_encoder_config(config: DistillConfig, vocab_size: int
@@ -253,7 +244,7 @@ def validate(config: DistillConfig) -> None:
          "is not a directory (expected a local HF model directory or a "
          "converted teacher)")
   try:
-    teacher = teacher_encoder_config(c)
+    teacher = convert.read_encoder_config(path)
   except (ValueError, OSError) as e:
     raise ConfigError("teacher_model_name_or_path", path, str(e)) from None
   expected_style = "roberta" if c.teacher_model_type == "roberta" else "absolute"

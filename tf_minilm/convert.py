@@ -433,16 +433,22 @@ def save_converted(encoder: modeling.Encoder, output_dir: str,
       copy_tokenizer_files(tokenizer_dir, staging)
 
 
-def load_converted(path: str, dtype: Optional[str] = None,
-                   name: str = "encoder") -> modeling.Encoder:
+def read_encoder_config(path: str) -> modeling.EncoderConfig:
+  """Architecture of a HF directory or of a directory from `save_converted`."""
   config_path = os.path.join(path, CONVERTED_CONFIG)
+  if not os.path.isfile(config_path):
+    return read_hf_config(path)[0]
   try:
     with open(config_path, encoding="utf-8") as f:
-      config = modeling.EncoderConfig.from_dict(json.load(f))
+      return modeling.EncoderConfig.from_dict(json.load(f))
   except (OSError, ValueError) as e:
     raise CheckpointError(f"{config_path}: not a valid encoder config ({e})"
                           ) from None
-  encoder = modeling.Encoder(config, dtype=dtype, name=name)
+
+
+def load_converted(path: str, dtype: Optional[str] = None,
+                   name: str = "encoder") -> modeling.Encoder:
+  encoder = modeling.Encoder(read_encoder_config(path), dtype=dtype, name=name)
   weights_path = os.path.join(path, CONVERTED_WEIGHTS)
   try:
     encoder.model.load_weights(weights_path)

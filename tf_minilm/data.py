@@ -108,7 +108,8 @@ def encode_batch(lines: tf.Tensor, tokenizer: tokenization.BertTokenizer,
                     tf.int32)
   length = _pad_length(longest, config)
   token_ids = ids.to_tensor(default_value=tokenizer.pad_id)
-  token_ids = tf.pad(token_ids, [[0, 0], [0, length - longest]],
+  # to_tensor's width is 0, not 2, for an empty batch: pad from its real width.
+  token_ids = tf.pad(token_ids, [[0, 0], [0, length - tf.shape(token_ids)[1]]],
                      constant_values=tokenizer.pad_id)
   if config.repeat:  # full batches only: a static batch size for XLA
     token_ids = tf.ensure_shape(token_ids, [config.batch_size, None])

@@ -356,8 +356,9 @@ def _run(config: config_lib.DistillConfig, strategy) -> Dict[str, float]:
         lambda ctx: data.make_dataset(eval_shards, tokenizer, eval_pipeline,
                                       ctx).take(config.eval_batches))
 
-  writer = tf.summary.create_file_writer(
-      _write_dir(os.path.join(output_dir, TENSORBOARD_DIR), strategy))
+  tensorboard_dir = _write_dir(os.path.join(output_dir, TENSORBOARD_DIR),
+                               strategy)
+  writer = tf.summary.create_file_writer(tensorboard_dir)
   progress = (keras.utils.Progbar(config.max_steps, stateful_metrics=None)
               if chief and sys.stdout.isatty() else None)
   global_batch = config.batch_size * strategy.num_replicas_in_sync * \
@@ -393,12 +394,12 @@ def _run(config: config_lib.DistillConfig, strategy) -> Dict[str, float]:
           for key, value in distiller.eval_step(batch).items():
             totals[key] = totals.get(key, 0.0) + float(value)
           count += 1
+        means = {key: value / max(1, count) for key, value in totals.items()}
         with writer.as_default(step=step):
-          for key, value in totals.items():
-            tf.summary.scalar(f"eval/{key}", value / max(1, count))
-        message = f"eval step {step} | loss {totals.get('loss', 0.0) / max(1, count):.4g}"
-        print(message, flush=True)
-        last["eval_loss"] = totals.get("loss", 0.0) / max(1, count)
+          for key, value in means.items():
+            tf.summary.scalar(f"eval/{key}", value)
+        last["eval_loss"] = means.get("loss", 0.0)
+        print(f"eval step {step} | loss {last['eval_loss']:.6g}", flush=True)
       if step % config.save_steps == 0 or step == config.max_steps:
         _save(distiller, manager, step, config, strategy)
       stop = preemption.requested or (
@@ -412,9 +413,10 @@ def _run(config: config_lib.DistillConfig, strategy) -> Dict[str, float]:
         break
   finally:
     preemption.restore()
-    writer.flush()
+    writer.close()
     if not chief:
-      shutil.rmtree(checkpoint_dir, ignore_errors=True)
+      for private_dir in (checkpoint_dir, tensorboard_dir):
+        shutil.rmtree(private_dir, ignore_errors=True)
   return last
 
 

@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from tf_minilm import convert
+from tf_minilm import data
 from tf_minilm import io_utils
 from tf_minilm import modeling
 from tf_minilm import tokenization
@@ -51,6 +52,8 @@ class ServingModule(tf.Module):
     self.tokenizer = tokenizer
     self.vocab_file = tf.saved_model.Asset(vocab_path)
     self.max_seq_length = max_seq_length
+    self.pipeline = data.PipelineConfig(max_seq_length=max_seq_length,
+                                        padding="longest", repeat=False)
 
   def _run(self, ids: tf.Tensor, segments: tf.Tensor, mask: tf.Tensor
            ) -> Dict[str, tf.Tensor]:
@@ -71,9 +74,10 @@ class ServingModule(tf.Module):
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
   def serve_text(self, text):
-    text = tokenization.clean_and_cut(text, self.max_seq_length)
-    ids = self._dense(self.tokenizer.encode(text, self.max_seq_length))
-    return self._run(ids, tf.zeros_like(ids), tf.not_equal(ids, 0))
+    # The training pipeline's own encoding, so serving ids are training ids.
+    batch = data.encode_batch(text, self.tokenizer, self.pipeline)
+    return self._run(batch["token_ids"], batch["segment_ids"],
+                     batch["padding_mask"])
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
                                 tf.TensorSpec([None], tf.string,
@@ -111,7 +115,7 @@ def load_student(source: str) -> modeling.Encoder:
   with open(config_path, encoding="utf-8") as f:
     values = json.load(f)
   config = config_lib.DistillConfig(**values)
-  teacher = config_lib.teacher_encoder_config(config)
+  teacher = convert.read_encoder_config(config.teacher_model_name_or_path)
   student = modeling.Encoder(
       config_lib.student_encoder_config(config, teacher.vocab_size),
       dtype="float32", name="student")
