@@ -297,6 +297,57 @@ class CheckpointErrorTest(tf.test.TestCase):
                                     r"model\.safetensors: truncated"):
           convert.load_encoder(d)
 
+  def test_non_finite_weights_are_named(self):
+    d = self._model_dir("nan")
+    def edit(t):
+      t["encoder.layer.2.output.dense.bias"][4] = np.nan
+    self._rewrite(d, edit)
+    with self.assertRaisesRegex(convert.CheckpointError,
+                                r"1 weight\(s\) hold NaN or infinite values: "
+                                r"\['encoder_layer_2/output/bias'\]"):
+      convert.load_encoder(d)
+
+  def test_config_of_wrong_types_or_not_an_object(self):
+    cases = [({"hidden_size": "24"}, "hidden_size must be a positive integer"),
+             ({"layer_norm_eps": "tiny"}, "layer_norm_eps must be a finite "
+                                          "number"),
+             ({"hidden_dropout_prob": [0.1]}, "hidden_dropout must be a finite"),
+             ({"hidden_act": ["gelu"]}, "hidden_act must be one of"),
+             ({"num_hidden_layers": True}, "num_layers must be a positive"),
+             ({"pad_token_id": 500}, r"pad_token_id must be an id in \[0, 99\)")]
+    d = self._model_dir("types")
+    with open(os.path.join(d, "config.json")) as f:
+      original = json.load(f)
+    for change, message in cases:
+      with self.subTest(change=change):
+        with open(os.path.join(d, "config.json"), "w") as f:
+          json.dump({**original, **change}, f)
+        with self.assertRaisesRegex(convert.CheckpointError,
+                                    r"config\.json: .*" + message):
+          convert.load_encoder(d)
+    with open(os.path.join(d, "config.json"), "w") as f:
+      json.dump([original], f)
+    with self.assertRaisesRegex(convert.CheckpointError,
+                                "expected a JSON object of model settings, got "
+                                "a JSON list"):
+      convert.load_encoder(d)
+
+  def test_safetensors_header_of_wrong_structure(self):
+    d = self._model_dir("header")
+    path = os.path.join(d, "model.safetensors")
+    headers = [b"[1, 2]", b'{"w": 5}', b'{"w": {"dtype": "F32", "shape": [-1], '
+               b'"data_offsets": [0, 4]}}', b'{"w": {"dtype": "F32", "shape": '
+               b'[1], "data_offsets": [8, 4]}}', b'{"w": {"dtype": "F32", '
+               b'"shape": [1], "data_offsets": "0-4"}}']
+    for header in headers:
+      with open(path, "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header + b"\0" * 8)
+      with self.subTest(header=header):
+        with self.assertRaisesRegex(convert.CheckpointError,
+                                    r"model\.safetensors: corrupt safetensors "
+                                    "header"):
+          convert.load_encoder(d)
+
   def test_corrupt_pytorch_bin(self):
     d = os.path.join(self.get_temp_dir(), "bad_bin")
     hf_fixtures.make_hf_model(d, save_bin=True)

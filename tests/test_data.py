@@ -96,6 +96,22 @@ class PipelineTest(tf.test.TestCase):
     with self.assertRaisesRegex(data.DataError, "no shard files in"):
       data.list_shards(empty)
 
+  def test_unusable_shards_are_refused_before_training(self):
+    import gzip  # pylint: disable=g-import-not-at-top
+    bad = os.path.join(self.get_temp_dir(), "unusable")
+    os.makedirs(bad, exist_ok=True)
+    _write(bad, "part-0.txt", " \n\t\n" * 1000)
+    with gzip.open(os.path.join(bad, "part-1.txt.gz"), "wt") as f:
+      f.write("compressed line\n")
+    with open(os.path.join(bad, "part-2.txt"), "wb") as f:
+      f.write(b"\x00\x01\x02\xff" * 100)
+    with self.assertRaises(data.DataError) as caught:
+      data.list_shards(bad)
+    message = str(caught.exception)
+    self.assertIn("part-0.txt holds only whitespace", message)
+    self.assertIn("part-1.txt.gz is gzip-compressed", message)
+    self.assertIn("part-2.txt is not UTF-8 text", message)
+
   def test_fewer_files_than_pipelines(self):
     shards = data.list_shards(self.dir)[:2]
     context = tf.distribute.InputContext(3, 0, 3)

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -135,7 +137,8 @@ class DistillEndToEndTest(DistillTestBase):
     full = self.distill(self.flags(straight, max_steps=6, save_steps=6,
                                    logging_steps=1))
     first = self.distill(self.flags(resumed, max_steps=6, save_steps=6,
-                                    logging_steps=1, exit_after_steps=3))
+                                    logging_steps=1, exit_after_steps=3),
+                         expect_rc=75)
     self.assertFalse(os.path.exists(os.path.join(resumed, "model_6")))
     second = self.distill(self.flags(resumed, max_steps=6, save_steps=6,
                                      logging_steps=1))
@@ -151,7 +154,27 @@ class DistillEndToEndTest(DistillTestBase):
     out = os.path.join(self.root, "never_written")
     self.empty_dir = os.path.join(self.root, "empty")
     os.makedirs(self.empty_dir, exist_ok=True)
+    blank = os.path.join(self.root, "blank_shards")
+    _write_shards(blank, [" ", "\t", "   "], num_shards=2)
+    a_file = os.path.join(self.root, "a_file")
+    with open(a_file, "w") as f:
+      f.write("x")
+    truncated = self._broken_teacher(
+        "truncated_teacher", lambda path: os.truncate(
+            path, os.path.getsize(path) - 50))
+    nan_teacher = self._broken_teacher("nan_teacher", _nan_in_safetensors)
     cases = [
+        (dict(learning_rate="inf"), "--learning_rate=inf: must be a finite"),
+        (dict(seed=-1), "--seed=-1: must be in [0, 2147483647]"),
+        (dict(seed=5_000_000_000), "--seed=5000000000: must be in"),
+        (dict(device="tpu", strategy="tpu"), "--strategy=tpu: needs --tpu"),
+        (dict(input_dir=blank), "holds only whitespace"),
+        (dict(teacher_model_name_or_path=truncated), re.compile(
+            "--teacher_model_name_or_path=.*truncated_teacher: .*truncated")),
+        (dict(teacher_model_name_or_path=nan_teacher),
+         "hold NaN or infinite values"),
+        (dict(student_init=truncated),
+         re.compile("--student_init=.*truncated_teacher: .*truncated")),
         (dict(teacher_layer_index=3), "--teacher_layer_index=3: out of range for "
                                       "the 3-layer teacher"),
         (dict(student_layer_index=2), "--student_layer_index=2: out of range"),
@@ -173,8 +196,144 @@ class DistillEndToEndTest(DistillTestBase):
     for overrides, message in cases:
       with self.subTest(**{k: str(v) for k, v in overrides.items()}):
         proc = self.distill(self.flags(out, **overrides), expect_rc=2)
-        self.assertIn(message, proc.stderr)
+        if isinstance(message, re.Pattern):
+          self.assertRegex(proc.stderr, message)
+        else:
+          self.assertIn(message, proc.stderr)
         self.assertFalse(os.path.exists(out))
+    proc = self.distill(self.flags(os.path.join(a_file, "run")), expect_rc=2)
+    self.assertIn(f"lies below the file {a_file}, not a directory", proc.stderr)
+    for tf_config in (None, "{not json", '["a"]', '{"cluster": {"worker": '
+                      '["127.0.0.1:1"]}, "task": {"type": "worker", '
+                      '"index": 3}}'):
+      with self.subTest(tf_config=tf_config):
+        env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+        if tf_config is not None:
+          env["TF_CONFIG"] = tf_config
+        proc = self.distill(self.flags(out, strategy="multi_worker"),
+                            expect_rc=2, env=env)
+        self.assertIn("TF_CONFIG=", proc.stderr)
+        self.assertIn("--strategy=multi_worker expects", proc.stderr)
+        self.assertFalse(os.path.exists(out))
+
+  def _broken_teacher(self, name, damage):
+    directory = os.path.join(self.root, name)
+    shutil.copytree(self.teacher, directory)
+    damage(os.path.join(directory, "model.safetensors"))
+    return directory
+
+
+def _nan_in_safetensors(path):
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  tensors = {k: np.array(v) for k, v in convert.read_safetensors(path).items()}
+  tensors["encoder.layer.0.attention.self.query.bias"][0] = np.nan
+  save_file(tensors, path, metadata={"format": "pt"})
+
+
+class DistillSafetyTest(DistillTestBase):
+  """What happens to an output_dir on changed flags, two runs, kills,
+  divergence and a full disk."""
+
+  def test_resume_with_changed_flags_is_refused(self):
+    out = os.path.join(self.root, "changed")
+    self.distill(self.flags(out, max_steps=4, save_steps=4))
+    with open(os.path.join(out, "distill_config.json")) as f:
+      stored = f.read()
+    for overrides, named in (
+        (dict(batch_size=4, learning_rate=1e-3),
+         "--batch_size=4 (was 3), --learning_rate=0.001 (was 0.002)"),
+        (dict(num_layers=4, student_layer_index=3), "--num_layers=4 (was 2)"),
+        (dict(relation_mask="strict"), "--relation_mask=strict (was "
+                                       "reference)")):
+      with self.subTest(**{k: str(v) for k, v in overrides.items()}):
+        proc = self.distill(self.flags(out, max_steps=8, save_steps=4,
+                                       **overrides), expect_rc=2)
+        self.assertIn("holds a run started with other flags: " + named,
+                      proc.stderr)
+        with open(os.path.join(out, "distill_config.json")) as f:
+          self.assertEqual(f.read(), stored)
+        self.assertFalse(os.path.exists(os.path.join(out, "model_8")))
+    # max_steps and the logging/saving cadence may change.
+    self.distill(self.flags(out, max_steps=6, save_steps=3, logging_steps=3))
+    self.assertTrue(os.path.isdir(os.path.join(out, "model_6")))
+    # A stored config that no longer matches the checkpoint is not exported
+    # with random weights for what the checkpoint lacks.
+    from tf_minilm import export  # pylint: disable=g-import-not-at-top
+    config = json.loads(stored)
+    config.update(num_layers=4)
+    with open(os.path.join(out, "distill_config.json"), "w") as f:
+      json.dump(config, f)
+    with self.assertRaisesRegex(export.ExportError, "does not hold every weight"
+                                ".*refusing to export partly random weights"):
+      export.load_student(out)
+
+  def test_second_run_on_one_output_dir_is_refused_and_a_killed_lock_is_not(
+      self):
+    out = os.path.join(self.root, "locked")
+    flags = self.flags(out, max_steps=100_000, warmup_steps=10,
+                       save_steps=50_000, logging_steps=1)
+    first = subprocess.Popen([sys.executable, DISTILL] + flags,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True)
+    try:
+      for line in first.stdout:
+        if line.startswith("step 1 "):
+          break
+      second = self.distill(flags, expect_rc=2)
+      self.assertIn(f"is in use by another bin/distill (pid {first.pid} on "
+                    "host", second.stderr)
+    finally:
+      first.kill()  # kill -9: the lock file stays, its flock does not
+      first.wait()
+    self.assertTrue(os.path.exists(os.path.join(out, ".lock")))
+    self.distill(flags + ["--exit_after_steps=1"], expect_rc=75)
+
+  def test_a_kill_between_checkpoint_and_export_is_repaired_on_resume(self):
+    from tf_minilm import io_utils  # pylint: disable=g-import-not-at-top
+    out = os.path.join(self.root, "owed")
+    self.distill(self.flags(out, max_steps=6, save_steps=3))
+    want = self.student_weights(out, 6)
+    shutil.rmtree(os.path.join(out, "model_6"))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout
+    staging = os.path.join(out, f".model_6.tmp-{io_utils._HOST}-{int(dead)}-"  # pylint: disable=protected-access
+                           "x1")
+    os.makedirs(staging)
+    half_checkpoint = os.path.join(out, "checkpoints", "ckpt-7_temp")
+    os.makedirs(half_checkpoint)
+    proc = self.distill(self.flags(out, max_steps=6, save_steps=3))
+    self.assertEqual(self.logged(proc.stdout), {})  # nothing left to train
+    got = self.student_weights(out, 6)
+    for name in want:
+      self.assertAllEqual(got[name], want[name], msg=name)
+    self.assertFalse(os.path.exists(staging))
+    self.assertFalse(os.path.exists(half_checkpoint))
+
+  def test_divergence_stops_with_exit_3_and_saves_nothing_non_finite(self):
+    out = os.path.join(self.root, "diverged")
+    proc = self.distill(self.flags(out, learning_rate=1e30, max_grad_norm=0,
+                                   warmup_steps=0, max_steps=40, save_steps=2,
+                                   max_consecutive_skipped_steps=3),
+                        expect_rc=3)
+    self.assertRegex(proc.stderr, "steps in a row up to step .* had non-finite "
+                     "gradients|weights are non-finite at step")
+    for name in os.listdir(out):
+      if name.startswith("model_"):
+        step = int(name.split("_")[1])
+        for tensor in self.student_weights(out, step).values():
+          self.assertTrue(np.isfinite(tensor).all(), name)
+
+  def test_disk_full_during_a_checkpoint_is_named_and_leaves_no_temp(self):
+    import disk_fixtures  # pylint: disable=g-import-not-at-top
+    with disk_fixtures.tiny_filesystem("600k") as small:
+      out = os.path.join(small, "run")
+      proc = self.distill(self.flags(out, max_steps=400, save_steps=1,
+                                     logging_steps=100, keep_checkpoints=400),
+                          expect_rc=1)
+      self.assertIn(f"no space left on {out}", proc.stderr)
+      leftovers = [os.path.join(root, d) for root, dirs, _ in os.walk(out)
+                   for d in dirs if "_temp" in d or ".tmp-" in d]
+      self.assertEqual(leftovers, [])
 
 
 class DistillPreemptionTest(DistillTestBase):
@@ -191,14 +350,35 @@ class DistillPreemptionTest(DistillTestBase):
         proc.send_signal(signal.SIGTERM)
         break
     rest = proc.stdout.read()
-    self.assertEqual(proc.wait(timeout=300), 0)
+    self.assertEqual(proc.wait(timeout=300), 75)
     steps = sorted(self.logged(rest))
     stopped = steps[-1] if steps else 3
     checkpoints = os.listdir(os.path.join(out, "checkpoints"))
     self.assertIn(f"ckpt-{stopped}.index", checkpoints)
-    resumed = self.distill(flags + ["--exit_after_steps=2"])
+    resumed = self.distill(flags + ["--exit_after_steps=2"], expect_rc=75)
     self.assertEqual(sorted(self.logged(resumed.stdout)),
                      [stopped + 1, stopped + 2])
+
+  def test_a_signal_stops_a_step_that_waits_for_data_forever(self):
+    # The main thread blocks in a TensorFlow op that never returns, as a step
+    # whose input never comes; Python signal handlers cannot run there.
+    script = (
+        "import tensorflow as tf\n"
+        "from tf_minilm import distiller\n"
+        "preemption = distiller._Preemption(grace_s=2)\n"
+        "queue = tf.queue.FIFOQueue(1, tf.int32)\n"
+        "print('waiting', flush=True)\n"
+        "with preemption.step():\n"
+        "  queue.dequeue()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    self.assertEqual(proc.stdout.readline().strip(), "waiting")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    self.assertEqual(proc.returncode, 75)
+    self.assertIn("SIGTERM: the training step did not finish within 2 s",
+                  stderr)
 
 
 class MultiWorkerTest(DistillTestBase):

@@ -57,6 +57,54 @@ print(json.dumps({"modules": sorted(m for m in sys.modules
 """
 
 
+# Malformed requests, each in the same fresh serving process, which must
+# answer each with an error and then still serve a good request.
+SERVE_MALFORMED = r"""
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # registers the tf-text ops
+model = tf.saved_model.load(sys.argv[1])
+text, pair, ids = (model.signatures[n] for n in ("serving_default",
+                                                   "serving_pair", "serving_ids"))
+good_ids = tf.constant([[2, 7, 3], [2, 8, 3]], tf.int32)
+zeros, ones = tf.zeros_like(good_ids), tf.ones_like(good_ids)
+requests = {
+    "scalar text": lambda: text(text=tf.constant("a")),
+    "matrix text": lambda: text(text=tf.constant([["a", "b"]])),
+    "scalar pair": lambda: pair(text=tf.constant("a"),
+                                text_pair=tf.constant(["b"])),
+    "pair batch sizes": lambda: pair(text=tf.constant(["a", "b"]),
+                                     text_pair=tf.constant(["c"])),
+    "negative id": lambda: ids(input_ids=good_ids - 3, segment_ids=zeros,
+                               input_mask=ones),
+    "id past vocab": lambda: ids(input_ids=good_ids + 99, segment_ids=zeros,
+                                 input_mask=ones),
+    "segment -1": lambda: ids(input_ids=good_ids, segment_ids=zeros - 1,
+                              input_mask=ones),
+    "mask 2": lambda: ids(input_ids=good_ids, segment_ids=zeros,
+                          input_mask=ones * 2),
+    "mask width": lambda: ids(input_ids=good_ids, segment_ids=zeros,
+                              input_mask=ones[:, :2]),
+    "batch sizes": lambda: ids(input_ids=good_ids, segment_ids=zeros[:1],
+                               input_mask=ones),
+    "rank 1 ids": lambda: ids(input_ids=good_ids[0], segment_ids=zeros[0],
+                              input_mask=ones[0]),
+    "too many positions": lambda: ids(
+        input_ids=tf.fill([1, 513], 7), segment_ids=tf.zeros([1, 513], tf.int32),
+        input_mask=tf.ones([1, 513], tf.int32)),
+}
+errors = {}
+for name, request in requests.items():
+  try:
+    request()
+    errors[name] = None
+  except tf.errors.InvalidArgumentError as e:
+    errors[name] = e.message
+after = text(text=tf.constant(["still serving"]))["sequence_output"].shape
+print(json.dumps({"errors": errors, "after": after.as_list()}))
+"""
+
+
 class ExportTest(tf.test.TestCase):
 
   @classmethod
@@ -108,6 +156,32 @@ class ExportTest(tf.test.TestCase):
     self.assertEqual(mask[2].sum(), 16)  # cut to 16 characters, then tokens
     self.assertTrue(np.all(np.isfinite(self.served["bad/sequence_output"])))
     self.assertEqual(self.served["empty/sequence_output"].shape, (0, 2, 24))
+
+  def test_malformed_requests_fail_and_the_process_survives(self):
+    proc = subprocess.run(
+        [sys.executable, "-c", SERVE_MALFORMED,
+         os.path.join(self.out, "saved_model")], capture_output=True,
+        text=True, timeout=300)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    expected = {
+        "scalar text": "text_must_be_a_vector", "matrix text": "[1,2]",
+        "scalar pair": "text_must_be_a_vector",
+        "pair batch sizes": "text and text_pair must hold the same number",
+        "negative id": "input_ids must lie in [0, 99)",
+        "id past vocab": "input_ids must lie in [0, 99)",
+        "segment -1": "segment_ids must lie in [0, 2)",
+        "mask 2": "input_mask must lie in [0, 2)",
+        "mask width": "input_mask must have the shape of input_ids",
+        "batch sizes": "segment_ids must have the shape of input_ids",
+        "rank 1 ids": "must_be_a_matrix",
+        "too many positions": "at most 512 positions per row"}
+    for name, message in expected.items():
+      with self.subTest(request=name):
+        self.assertIsNotNone(result["errors"][name])
+        self.assertIn(message, result["errors"][name])
+    after = result["after"]
+    self.assertEqual((after[0], after[2]), (1, 24))
 
   def test_pairs_use_segment_ids(self):
     tokenizer = tokenization.BertTokenizer.from_model_dir(self.teacher_dir)

@@ -7,6 +7,7 @@ combination that can be checked before a model is built, naming flag and value.
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Optional
 
@@ -20,13 +21,22 @@ from tf_minilm import modeling
 from tf_minilm import tokenization
 
 CONFIG_FILENAME = "distill_config.json"
+# Flags that may differ when a run resumes in an existing output_dir: they
+# change how long it runs and what it reports, not what a step computes.
+RESUMABLE_FIELDS = ("max_steps", "logging_steps", "save_steps",
+                    "keep_checkpoints", "exit_after_steps", "eval_input_dir",
+                    "eval_every", "eval_batches", "jit",
+                    "max_consecutive_skipped_steps")
+MAX_SEED = 2 ** 31 - 1
 
 
 class ConfigError(ValueError):
-  """A flag value (or combination) that cannot run; names the flag."""
+  """A flag value (or combination) that cannot run; names the flag (or, with
+  `env=True`, the environment variable)."""
 
-  def __init__(self, flag: str, value: Any, message: str):
-    super().__init__(f"--{flag}={value}: {message}")
+  def __init__(self, flag: str, value: Any, message: str, env: bool = False):
+    super().__init__(f"{flag}={value}: {message}" if env else
+                     f"--{flag}={value}: {message}")
     self.flag = flag
 
 
@@ -78,9 +88,25 @@ class DistillConfig:
   student_hidden_size: int = 0
   student_num_heads: int = 0
   student_intermediate_size: int = 0
+  max_consecutive_skipped_steps: int = 50
+  tpu: str = ""
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_json(cls, text: str, source: str) -> "DistillConfig":
+    """The config stored by `save`; fields added since then take defaults."""
+    try:
+      values = json.loads(text)
+      if not isinstance(values, dict):
+        raise ValueError("not a JSON object")
+      unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+      if unknown:
+        raise ValueError(f"unknown fields {unknown}")
+      return cls(**values)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"{source}: not a distillation config ({e})") from None
 
   @property
   def amp_policy(self) -> str:
@@ -138,6 +164,12 @@ _HELP = {
     "student_hidden_size": "Override the preset's hidden size (0: preset).",
     "student_num_heads": "Override the preset's attention heads (0: preset).",
     "student_intermediate_size": "Override the preset's FFN size (0: preset).",
+    "max_consecutive_skipped_steps": "Stop with an error (exit 3) after this "
+                                     "many steps in a row with non-finite "
+                                     "gradients (float16 overflow skips a "
+                                     "step; a run of them means divergence).",
+    "tpu": "TPU name or grpc:// address for --strategy=tpu ('local' on a TPU "
+           "VM).",
     "alpha": "Head-head relation weight.",
     "beta": "Sample-sample relation weight.",
     "learning_rate": "Peak learning rate.",
@@ -215,9 +247,15 @@ def validate(config: DistillConfig) -> None:
            f"must be one of {list(choices)}")
   positive = ("max_seq_length", "batch_size", "max_steps", "grad_accum_steps",
               "logging_steps", "save_steps", "keep_checkpoints", "cpu_replicas",
-              "num_relation_heads", "eval_batches")
+              "num_relation_heads", "eval_batches",
+              "max_consecutive_skipped_steps")
+  for field in dataclasses.fields(c):
+    value = getattr(c, field.name)
+    if isinstance(value, float):
+      _check(math.isfinite(value), field.name, value, "must be a finite number")
   for name in positive:
     _check(getattr(c, name) >= 1, name, getattr(c, name), "must be >= 1")
+  _check(0 <= c.seed <= MAX_SEED, "seed", c.seed, f"must be in [0, {MAX_SEED}]")
   _check(c.max_seq_length >= 3, "max_seq_length", c.max_seq_length,
          "must be >= 3 ([CLS], one token, [SEP])")
   _check(c.warmup_steps >= 0, "warmup_steps", c.warmup_steps, "must be >= 0")
@@ -238,6 +276,11 @@ def validate(config: DistillConfig) -> None:
          "needs --eval_input_dir")
   _check((c.strategy == "tpu") == (c.device == "tpu"), "strategy", c.strategy,
          f"--strategy=tpu and --device=tpu go together, got --device={c.device}")
+  _check(c.strategy != "tpu" or c.tpu, "strategy", c.strategy,
+         "needs --tpu (a TPU name, a grpc:// address, or 'local' on a TPU VM)")
+  if c.strategy == "multi_worker":
+    validate_tf_config(os.environ.get("TF_CONFIG"))
+  _check_output_dir(c.output_dir)
 
   path = c.teacher_model_name_or_path
   _check(os.path.isdir(path), "teacher_model_name_or_path", path,
@@ -288,8 +331,84 @@ def validate(config: DistillConfig) -> None:
       data.list_shards(getattr(c, flag))
     except data.DataError as e:
       raise ConfigError(flag, getattr(c, flag), str(e)) from None
-  if os.path.isfile(c.output_dir):
-    raise ConfigError("output_dir", c.output_dir, "is a file, not a directory")
+
+
+def _check_output_dir(output_dir: str) -> None:
+  """The directory exists or can be created: no ancestor is a file, and the
+  nearest existing one is writable."""
+  path = os.path.abspath(output_dir)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not os.path.isdir(path):
+    where = "is a file" if path == os.path.abspath(output_dir) else \
+        f"lies below the file {path}"
+    raise ConfigError("output_dir", output_dir, f"{where}, not a directory")
+  _check(os.access(path, os.W_OK), "output_dir", output_dir,
+         f"{path} is not writable")
+
+
+def validate_tf_config(raw: Optional[str]) -> None:
+  """TF_CONFIG names a cluster of workers and this process's place in it."""
+  def fail(message):
+    raise ConfigError("TF_CONFIG", raw, message + " (--strategy=multi_worker "
+                      "expects e.g. {\"cluster\": {\"worker\": [\"host0:12345\", "
+                      "\"host1:12345\"]}, \"task\": {\"type\": \"worker\", "
+                      "\"index\": 0}})", env=True)
+  if not raw:
+    fail("is not set")
+  try:
+    tf_config = json.loads(raw)
+  except ValueError as e:
+    fail(f"is not JSON ({e})")
+  if not isinstance(tf_config, dict):
+    fail("is not a JSON object")
+  cluster, task = tf_config.get("cluster"), tf_config.get("task")
+  if not isinstance(cluster, dict) or not cluster:
+    fail("has no \"cluster\" object")
+  for job, addresses in cluster.items():
+    if not (isinstance(addresses, list) and addresses and
+            all(isinstance(a, str) and ":" in a for a in addresses)):
+      fail(f"cluster job {job!r} must list \"host:port\" addresses")
+  if not isinstance(task, dict):
+    fail("has no \"task\" object")
+  job, index = task.get("type"), task.get("index")
+  if job not in cluster:
+    fail(f"task type {job!r} is not a job of the cluster {sorted(cluster)}")
+  if not isinstance(index, int) or isinstance(index, bool) or not (
+      0 <= index < len(cluster[job])):
+    fail(f"task index {index!r} is not in 0..{len(cluster[job]) - 1}")
+
+
+def stored_config(output_dir: str) -> Optional[DistillConfig]:
+  """The config an earlier run wrote into `output_dir`, if any."""
+  path = os.path.join(output_dir, CONFIG_FILENAME)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  try:
+    return DistillConfig.from_json(text, path)
+  except ValueError as e:
+    raise ConfigError("output_dir", output_dir, str(e)) from None
+
+
+def check_resume(config: DistillConfig) -> None:
+  """Refuses to continue a run in `config.output_dir` with flags (other than
+  RESUMABLE_FIELDS) that differ from those it was started with."""
+  stored = stored_config(config.output_dir)
+  if stored is None:
+    return
+  changed = [f"--{name}={getattr(config, name)} (was {getattr(stored, name)})"
+             for name in DistillConfig.__dataclass_fields__
+             if name not in RESUMABLE_FIELDS and
+             getattr(config, name) != getattr(stored, name)]
+  if changed:
+    raise ConfigError(
+        "output_dir", config.output_dir,
+        f"holds a run started with other flags: {', '.join(changed)}. Resume "
+        f"with the flags of its {CONFIG_FILENAME}, or use a new --output_dir "
+        f"(only {', '.join('--' + n for n in RESUMABLE_FIELDS)} may change "
+        "on resume)")
 
 
 def save(config: DistillConfig, output_dir: str) -> None:

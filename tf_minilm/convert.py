@@ -137,7 +137,7 @@ def config_from_hf(hf_config: Dict, source: str = "config.json"
   values["position_style"] = _MODEL_TYPES[model_type]
   try:
     return modeling.EncoderConfig(**values)
-  except ValueError as e:
+  except (ValueError, TypeError) as e:
     raise CheckpointError(f"{source}: {e}") from None
 
 
@@ -163,6 +163,9 @@ def read_hf_config(model_dir: str) -> Tuple[modeling.EncoderConfig, Dict]:
       hf_config = json.load(f)
   except (OSError, ValueError) as e:
     raise CheckpointError(f"{path}: not readable JSON ({e})") from None
+  if not isinstance(hf_config, dict):
+    raise CheckpointError(f"{path}: expected a JSON object of model settings, "
+                          f"got a JSON {type(hf_config).__name__}")
   return config_from_hf(hf_config, path), hf_config
 
 
@@ -195,7 +198,16 @@ def read_safetensors(path: str) -> Dict[str, np.ndarray]:
     if isinstance(e, CheckpointError):
       raise
     raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
+  if not isinstance(header, dict):
+    raise CheckpointError(f"{path}: corrupt safetensors header (a JSON "
+                          f"{type(header).__name__}, expected an object)")
   header.pop("__metadata__", None)
+  for name, info in header.items():
+    if not _valid_tensor_entry(info):
+      raise CheckpointError(
+          f"{path}: corrupt safetensors header: tensor {name!r} must be an "
+          "object with a dtype string, a shape of non-negative integers and "
+          f"data_offsets [begin, end], got {str(info)[:200]}")
   data_start = 8 + header_len
   data_size = size - data_start
   tensors = {}
@@ -215,6 +227,17 @@ def read_safetensors(path: str) -> Dict[str, np.ndarray]:
           f"bytes {begin}..{end} of {data_size} bytes of data")
     tensors[name] = mapped[begin:end].view(dtype).reshape(shape)
   return tensors
+
+
+def _valid_tensor_entry(info) -> bool:
+  def whole(x):
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+  if not isinstance(info, dict) or not isinstance(info.get("dtype"), str):
+    return False
+  shape, offsets = info.get("shape"), info.get("data_offsets")
+  return (isinstance(shape, list) and all(whole(d) for d in shape) and
+          isinstance(offsets, list) and len(offsets) == 2 and
+          all(whole(o) for o in offsets) and offsets[0] <= offsets[1])
 
 
 def _read_pytorch_bin(path: str) -> Dict[str, np.ndarray]:
@@ -401,11 +424,25 @@ def load_hf_encoder(model_dir: str, num_layers: Optional[int] = None,
 
 
 def load_encoder(path: str, **kwargs) -> modeling.Encoder:
-  """An encoder from a HF directory or a directory written by `save_converted`."""
+  """An encoder from a HF directory or a directory written by `save_converted`;
+  raises CheckpointError if a weight is not finite."""
   if os.path.isfile(os.path.join(path, CONVERTED_CONFIG)):
-    return load_converted(path, dtype=kwargs.get("dtype"),
-                          name=kwargs.get("name", "encoder"))
-  return load_hf_encoder(path, **kwargs)
+    encoder = load_converted(path, dtype=kwargs.get("dtype"),
+                             name=kwargs.get("name", "encoder"))
+  else:
+    encoder = load_hf_encoder(path, **kwargs)
+  check_finite(encoder, path)
+  return encoder
+
+
+def check_finite(encoder: modeling.Encoder, source: str) -> None:
+  """Raises CheckpointError naming the weights that hold NaN or infinity."""
+  bad = [w.path for w in encoder.model.weights
+         if w.dtype != "bool" and not np.isfinite(
+             np.asarray(w.numpy(), dtype=np.float32)).all()]
+  if bad:
+    raise CheckpointError(f"{source}: {len(bad)} weight(s) hold NaN or "
+                          f"infinite values: {bad[:5]}")
 
 
 # ---------------------------------------------------------------- writing
@@ -441,7 +478,7 @@ def read_encoder_config(path: str) -> modeling.EncoderConfig:
   try:
     with open(config_path, encoding="utf-8") as f:
       return modeling.EncoderConfig.from_dict(json.load(f))
-  except (OSError, ValueError) as e:
+  except (OSError, ValueError, TypeError) as e:
     raise CheckpointError(f"{config_path}: not a valid encoder config ({e})"
                           ) from None
 

@@ -9,7 +9,9 @@ Streaming in two passes so memory does not grow with the input:
 K is chosen so that one bucket stays under `bucket_bytes`; peak memory is about
 one bucket (plus the duplicate filter, ~60 bytes per unique sentence, if on).
 Everything is written into a temporary directory that replaces the output
-directory only when complete.
+directory only when complete. The output may not be, contain or lie inside an
+input (a rerun would read its own shards, `--overwrite` would delete the input),
+and `--overwrite` replaces only an earlier output of this tool.
 """
 
 import collections
@@ -23,6 +25,7 @@ import json
 import os
 import random
 import re
+import resource
 import sys
 import time
 import unicodedata
@@ -32,11 +35,20 @@ from typing import Dict, Iterator, List, Optional, Sequence, TextIO
 from tf_minilm import io_utils
 
 MANIFEST = "manifest.json"
-# Longest physical line read at once; longer lines are read in pieces.
+# Lines are read in pieces of this size and joined, up to MAX_LINE_CHARS.
 READ_CHUNK_CHARS = 1 << 20
-# A "sentence" without any sentence end longer than this is cut into pieces.
+# Longer physical lines are skipped (counted and warned about): one line is
+# held in memory whole, and no real corpus has 64 Mi characters between
+# newlines.
+MAX_LINE_CHARS = 1 << 26
+# A "sentence" without any sentence end longer than this is cut into pieces
+# (counted and warned about): training reads only the first max_seq_length
+# characters of a line anyway.
 MAX_SENTENCE_CHARS = 10_000
-
+# Files kept open besides the buckets (inputs, Python, TensorFlow).
+SPARE_FILE_DESCRIPTORS = 64
+# Share of lines with invalid UTF-8 above which the manifest carries a warning.
+INVALID_UTF8_WARNING_SHARE = 0.01
 
 
 @functools.lru_cache(maxsize=None)
@@ -92,13 +104,17 @@ class CorpusConfig:
 
 
 def resolve_inputs(patterns: Sequence[str]) -> List[str]:
-  """Files named by paths, directories (recursively) and globs; all readable."""
+  """Files named by paths, directories (recursively) and globs; all readable
+  regular files. Hidden files and directories (staging of this tool) are skipped
+  inside directories."""
   files = []
   for pattern in patterns:
     if os.path.isdir(pattern):
-      found = sorted(os.path.join(root, name)
-                     for root, _, names in os.walk(pattern) for name in names
-                     if not name.startswith("."))
+      found = []
+      for root, dirs, names in os.walk(pattern):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += sorted(os.path.join(root, name) for name in names
+                        if not name.startswith("."))
     elif any(c in pattern for c in "*?["):
       found = sorted(p for p in glob.glob(pattern, recursive=True)
                      if os.path.isfile(p))
@@ -109,10 +125,69 @@ def resolve_inputs(patterns: Sequence[str]) -> List[str]:
     if not found:
       raise CorpusError(f"input {pattern!r} matches no files")
     for path in found:
+      try:
+        io_utils.check_regular_file(path)
+      except ValueError:
+        raise CorpusError(f"input {path!r} is not a regular file (a device, "
+                          "FIFO or socket cannot be prepared)") from None
       if not os.access(path, os.R_OK):
         raise CorpusError(f"input {path!r} is not readable")
     files.extend(found)
   return files
+
+
+def _inside(path: str, directory: str) -> bool:
+  return os.path.commonpath([path, directory]) == directory
+
+
+def check_output_dir(config: "CorpusConfig", files: Sequence[str]) -> None:
+  """Refuses an output directory that is, contains or lies inside an input,
+  and an `--overwrite` of anything that is not an earlier output of ours."""
+  output = os.path.realpath(config.output_dir)
+  for given in list(config.inputs) + list(files):
+    if any(c in given for c in "*?[") and given not in files:
+      continue  # a glob's matches are checked one by one
+    source = os.path.realpath(given)
+    if source == output:
+      relation = "is"
+    elif _inside(source, output):
+      relation = "contains"
+    elif os.path.isdir(source) and _inside(output, source):
+      relation = "is inside"
+    else:
+      continue
+    raise CorpusError(
+        f"--output_dir={config.output_dir} {relation} the input {given!r}; "
+        "choose an output directory outside every input (a rerun would read "
+        "the shards back, and --overwrite would delete the input)")
+  if os.path.lexists(config.output_dir):
+    if not os.path.isdir(config.output_dir) or os.path.islink(
+        config.output_dir):
+      raise CorpusError(f"--output_dir={config.output_dir} exists and is not a "
+                        "directory; refusing to replace it")
+    if not config.overwrite:
+      raise CorpusError(f"--output_dir={config.output_dir} already exists; "
+                        "pass --overwrite to replace it")
+    ours = os.path.isfile(os.path.join(config.output_dir, MANIFEST))
+    if not ours and os.listdir(config.output_dir):
+      raise CorpusError(
+          f"--output_dir={config.output_dir} is not empty and holds no "
+          f"{MANIFEST}, so it is not an output of prepare_corpus; --overwrite "
+          "replaces only those")
+
+
+def check_text_file(path: str) -> None:
+  """Refuses a binary file (of which only a few lines would be text)."""
+  try:
+    with _open_binary(path) as f:
+      sample = f.read(io_utils.SNIFF_BYTES)
+  except (OSError, EOFError, zlib.error) as e:
+    raise CorpusError(f"cannot read {path}: {e}") from None
+  reason = io_utils.binary_reason(sample)
+  if reason:
+    raise CorpusError(f"input {path!r} is not UTF-8 text: {reason}. Pass text "
+                      "or JSON-lines files (gzip-compressed ones are "
+                      "recognised and read)")
 
 
 def split_sentences(text: str) -> List[str]:
@@ -125,26 +200,44 @@ def split_sentences(text: str) -> List[str]:
   return [s.strip() for s in sentences if s.strip()]
 
 
+def _open_binary(path: str):
+  """`path`'s bytes, decompressed if it is gzip (recognised by its magic
+  bytes, whatever its name)."""
+  return gzip.open(path, "rb") if io_utils.is_gzip(path) else open(path, "rb")
+
+
 def _open_text(path: str) -> TextIO:
-  raw = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
   # Invalid UTF-8 becomes U+FFFD, counted and removed with control characters.
-  return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+  return io.TextIOWrapper(_open_binary(path), encoding="utf-8",
+                          errors="replace", newline="")
 
 
-def _physical_lines(path: str) -> Iterator[str]:
-  """Lines of `path`, over-long ones in READ_CHUNK_CHARS pieces."""
+def _physical_lines(path: str, stats: collections.Counter) -> Iterator[str]:
+  """Whole lines of `path`; lines over MAX_LINE_CHARS are skipped and counted."""
   with _open_text(path) as f:
     while True:
       piece = f.readline(READ_CHUNK_CHARS)
       if not piece:
         return
-      yield piece
+      pieces, size = [piece], len(piece)
+      while not pieces[-1].endswith("\n"):
+        piece = f.readline(READ_CHUNK_CHARS)
+        if not piece:
+          break
+        size += len(piece)
+        if size > MAX_LINE_CHARS:
+          pieces = []  # drop what was read; keep reading to the line's end
+        pieces.append(piece)
+      stats["input_lines"] += 1
+      if size > MAX_LINE_CHARS:
+        stats["overlong_lines_skipped"] += 1
+        continue
+      yield "".join(pieces)
 
 
 def _texts(path: str, config: CorpusConfig, stats: collections.Counter) -> Iterator[str]:
   """Text of each line (or of the JSON field), cleaned."""
-  for line in _physical_lines(path):
-    stats["input_lines"] += 1
+  for line in _physical_lines(path, stats):
     if config.json_field:
       if not line.strip():
         continue
@@ -171,12 +264,10 @@ def _sentences(path: str, config: CorpusConfig, stats: collections.Counter) -> I
   for text in _texts(path, config, stats):
     pieces = split_sentences(text) if config.split_sentences else [text.strip()]
     for sentence in pieces:
-      while len(sentence) > MAX_SENTENCE_CHARS:
-        stats["overlong_pieces"] += 1
-        yield sentence[:MAX_SENTENCE_CHARS]
-        sentence = sentence[MAX_SENTENCE_CHARS:]
-      if sentence:
-        yield sentence
+      if len(sentence) > MAX_SENTENCE_CHARS:
+        stats["sentences_cut_into_pieces"] += 1
+      for start in range(0, len(sentence), MAX_SENTENCE_CHARS):
+        yield sentence[start:start + MAX_SENTENCE_CHARS]
 
 
 class _Progress:
@@ -197,12 +288,59 @@ class _Progress:
           end="\n" if force else "", file=sys.stderr, flush=True)
 
 
+def _check_open_file_limit(num_buckets: int) -> None:
+  """Raises the soft limit of open files if the buckets need it, or refuses."""
+  needed = num_buckets + SPARE_FILE_DESCRIPTORS
+  soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+  if soft != resource.RLIM_INFINITY and soft < needed:
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+      resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    else:
+      raise CorpusError(
+          f"{num_buckets} bucket files must be open at once but `ulimit -n` "
+          f"allows {soft} (hard limit {hard}); raise the limit to at least "
+          f"{needed}, or pass fewer --num_shards")
+
+
+def warnings_of(stats: Dict[str, int]) -> List[str]:
+  """What a user must hear about the input beyond the counts."""
+  warnings = []
+  if stats.get("overlong_lines_skipped"):
+    warnings.append(f"{stats['overlong_lines_skipped']} line(s) longer than "
+                    f"{MAX_LINE_CHARS} characters were skipped")
+  if stats.get("sentences_cut_into_pieces"):
+    warnings.append(f"{stats['sentences_cut_into_pieces']} sentence(s) longer "
+                    f"than {MAX_SENTENCE_CHARS} characters without a sentence "
+                    "end were cut into pieces of that length")
+  invalid = stats.get("lines_with_invalid_utf8", 0)
+  if invalid > INVALID_UTF8_WARNING_SHARE * max(1, stats.get("input_lines", 0)):
+    warnings.append(f"{invalid} of {stats.get('input_lines', 0)} lines hold "
+                    "invalid UTF-8 (replaced and removed): is the input in "
+                    "another encoding?")
+  return warnings
+
+
 def prepare(config: CorpusConfig) -> Dict:
   """Writes the shards and manifest; returns the manifest."""
   files = resolve_inputs(config.inputs)
+  check_output_dir(config, files)
+  for path in files:
+    check_text_file(path)
   total_bytes = sum(os.path.getsize(p) for p in files)
   num_buckets = config.num_shards * max(
       1, -(-total_bytes // (config.bucket_bytes * config.num_shards)))
+  _check_open_file_limit(num_buckets)
+  target = os.path.dirname(os.path.abspath(config.output_dir))
+  try:
+    return _prepare(config, files, total_bytes, num_buckets)
+  except OSError as e:
+    raise CorpusError(io_utils.describe_os_error(e, target) +
+                      f" while writing {config.output_dir}; nothing was "
+                      "written") from None
+
+
+def _prepare(config: CorpusConfig, files: List[str], total_bytes: int,
+             num_buckets: int) -> Dict:
   rng = random.Random(config.seed)
   stats = collections.Counter()
   seen = set() if config.deduplicate else None
@@ -232,7 +370,11 @@ def prepare(config: CorpusConfig) -> Dict:
             written += 1
             if written % 65536 == 0:
               progress.update(done_bytes, written)
-        except (OSError, EOFError, zlib.error) as e:
+        except (EOFError, zlib.error) as e:
+          raise CorpusError(f"cannot read {path}: {e}") from None
+        except OSError as e:
+          if io_utils.is_disk_full(e):
+            raise  # a write failed, not the read
           raise CorpusError(f"cannot read {path}: {e}") from None
         done_bytes += os.path.getsize(path)
         progress.update(done_bytes, written)
@@ -245,21 +387,34 @@ def prepare(config: CorpusConfig) -> Dict:
                         f"({dict(stats)})")
     shards = _shuffle_into_shards(bucket_dir, staging, num_buckets, config, rng)
     os.rmdir(bucket_dir)
+    counts = dict(sorted(stats.items()))
     manifest = {
         "sentences": written, "shards": shards, "sources": files,
-        "seed": config.seed, "counts": dict(sorted(stats.items())),
+        "seed": config.seed, "counts": counts, "warnings": warnings_of(counts),
         "settings": {k: v for k, v in dataclasses.asdict(config).items()
                      if k not in ("inputs", "output_dir", "progress")},
     }
+    if len(shards) < config.num_shards:
+      manifest["warnings"].append(
+          f"only {len(shards)} of --num_shards={config.num_shards} shards "
+          f"received sentences ({written} sentences); they are numbered "
+          f"-of-{len(shards):05d}")
     with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as f:
       json.dump(manifest, f, indent=2, ensure_ascii=False)
   return manifest
 
 
+def _shard_name(index: int, total: int) -> str:
+  return f"part-{index:05d}-of-{total:05d}.txt"
+
+
 def _shuffle_into_shards(bucket_dir: str, staging: str, num_buckets: int,
                          config: CorpusConfig, rng: random.Random) -> List[Dict]:
-  names = [f"part-{i:05d}-of-{config.num_shards:05d}.txt"
-           for i in range(config.num_shards)]
+  """Bucket k -> shard k mod num_shards; shards that received no sentence
+  (fewer sentences than shards) are not written and the rest are numbered
+  contiguously, so `-of-N` always names the real number of files."""
+  drafts = [os.path.join(bucket_dir, f"shard-{i:05d}")
+            for i in range(config.num_shards)]
   counts = [0] * config.num_shards
   for k in range(num_buckets):
     path = os.path.join(bucket_dir, f"{k:06d}")
@@ -270,10 +425,14 @@ def _shuffle_into_shards(bucket_dir: str, staging: str, num_buckets: int,
       continue
     rng.shuffle(lines)
     shard = k % config.num_shards
-    with open(os.path.join(staging, names[shard]), "a", encoding="utf-8") as f:
+    with open(drafts[shard], "a", encoding="utf-8") as f:
       f.writelines(lines)
     counts[shard] += len(lines)
-  # With fewer sentences than shards some shards stay empty: not written.
-  return [{"file": name, "sentences": count,
-           "bytes": os.path.getsize(os.path.join(staging, name))}
-          for name, count in zip(names, counts) if count]
+  filled = [i for i in range(config.num_shards) if counts[i]]
+  shards = []
+  for index, shard in enumerate(filled):
+    name = _shard_name(index, len(filled))
+    os.rename(drafts[shard], os.path.join(staging, name))
+    shards.append({"file": name, "sentences": counts[shard],
+                   "bytes": os.path.getsize(os.path.join(staging, name))})
+  return shards

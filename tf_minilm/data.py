@@ -12,10 +12,13 @@ from typing import Dict, List, Optional
 
 import tensorflow as tf
 
+from tf_minilm import io_utils
 from tf_minilm import tokenization
 
 PADDING_MODES = ("longest", "bucket")
 READ_CHUNK_LINES = 256
+# What tf.strings.strip removes: a line of only these bytes is blank.
+_BLANK_BYTES = b" \t\n\r\x0b\x0c"
 
 
 class DataError(ValueError):
@@ -61,8 +64,32 @@ class PipelineConfig:
                       f"{self.max_seq_length}")
 
 
+def _shard_problem(path: str) -> Optional[str]:
+  """Why `path` cannot be read as a shard of text lines, or None.
+
+  The pipeline cycles over the shards forever, dropping blank lines: a shard
+  set without one usable line would spin without producing a batch.
+  """
+  if os.path.getsize(path) == 0:
+    return f"{path} is empty"
+  if io_utils.is_gzip(path):
+    return (f"{path} is gzip-compressed; shards are plain UTF-8 text, one "
+            "sentence per line (bin/prepare_corpus reads gzip and writes them)")
+  with open(path, "rb") as f:
+    block = f.read(io_utils.SNIFF_BYTES)
+    reason = io_utils.binary_reason(block)
+    if reason:
+      return f"{path} is not UTF-8 text: {reason}"
+    while block:
+      if block.translate(None, _BLANK_BYTES):
+        return None
+      block = f.read(1 << 20)
+  return f"{path} holds only whitespace: no line to train on"
+
+
 def list_shards(input_dir: str) -> List[str]:
-  """Sorted shard files of `input_dir`; every one must be a readable, non-empty file.
+  """Sorted shard files of `input_dir`; every one must be a readable UTF-8 text
+  file with at least one non-blank line.
 
   Hidden files (manifests, temporaries) and `*.json` are not shards.
   """
@@ -78,8 +105,10 @@ def list_shards(input_dir: str) -> List[str]:
       continue
     if not os.access(path, os.R_OK):
       problems.append(f"{path} is not readable")
-    elif os.path.getsize(path) == 0:
-      problems.append(f"{path} is empty")
+      continue
+    problem = _shard_problem(path)
+    if problem:
+      problems.append(problem)
     else:
       shards.append(path)
   if problems:

@@ -13,15 +13,25 @@ because `model.fit` fails under MultiWorkerMirroredStrategy in Keras 3.15):
 Gradients are clipped and checked after the all-reduce, so N replicas train as
 one replica on the same global batch (Keras' LossScaleOptimizer checks one
 replica's gradients and clips each replica's before the sum).
+
+Outcomes of `run` (and exit codes of bin/distill): finished (0); bad flags or
+inputs, found before anything is written (ConfigError, 2); stopped early by
+SIGTERM/SIGINT or --exit_after_steps after writing a checkpoint, to be resumed
+by the same command (`RunResult.finished` False, EXIT_STOPPED_EARLY = 75);
+training diverged (DivergedError, 3); the disk filled up or another failure
+while writing (RunError, 1).
 """
 
+import contextlib
 import dataclasses
+import glob
 import os
 import shutil
 import signal
 import sys
+import threading
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from absl import logging
 import keras
@@ -42,6 +52,21 @@ STUDENT_KERAS = "student.keras"
 STUDENT_HF = "hf"
 INITIAL_LOSS_SCALE = 2.0 ** 15
 LOSS_SCALE_GROWTH_STEPS = 2000
+# EX_TEMPFAIL: not finished, a checkpoint was written, rerun to resume.
+EXIT_STOPPED_EARLY = 75
+# After SIGTERM/SIGINT, how long the step in flight may take before the process
+# exits without a new checkpoint (it may be waiting for input that never comes).
+PREEMPTION_GRACE_S = 30.0
+
+
+class RunError(RuntimeError):
+  """Training stopped for a reason other than its flags; nothing half-written."""
+  exit_code = 1
+
+
+class DivergedError(RunError):
+  """Non-finite gradients or weights: nothing non-finite is saved."""
+  exit_code = 3
 
 
 def make_strategy(config: config_lib.DistillConfig) -> tf.distribute.Strategy:
@@ -63,7 +88,7 @@ def make_strategy(config: config_lib.DistillConfig) -> tf.distribute.Strategy:
   if config.strategy == "multi_worker":
     return tf.distribute.MultiWorkerMirroredStrategy()
   if config.strategy == "tpu":
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
@@ -82,18 +107,28 @@ class _Models:
   student_view: keras.Model
 
 
+def _load(flag: str, path: str, **kwargs) -> modeling.Encoder:
+  """An encoder from the checkpoint a flag names; problems name that flag."""
+  try:
+    return convert.load_encoder(path, **kwargs)
+  except convert.CheckpointError as e:
+    raise config_lib.ConfigError(flag, path, str(e)) from None
+
+
 def build_models(config: config_lib.DistillConfig) -> _Models:
-  """Teacher (truncated at its tap, frozen) and student; call inside the scope."""
+  """Teacher (truncated at its tap, frozen) and student; call inside the scope.
+
+  Broken or non-finite weights raise ConfigError naming the flag."""
   half = config.amp_dtype if config.use_amp else "float32"
   teacher_dtype = half if config.teacher_half_precision else config.amp_policy
-  teacher = convert.load_encoder(
-      config.teacher_model_name_or_path,
-      num_layers=config.teacher_layer_index + 1, with_pooler=False,
-      dtype=teacher_dtype, name="teacher")
+  teacher = _load("teacher_model_name_or_path",
+                  config.teacher_model_name_or_path,
+                  num_layers=config.teacher_layer_index + 1, with_pooler=False,
+                  dtype=teacher_dtype, name="teacher")
   teacher.model.trainable = False
   if config.student_init:
-    student = convert.load_encoder(config.student_init, dtype=config.amp_policy,
-                                   name="student")
+    student = _load("student_init", config.student_init,
+                    dtype=config.amp_policy, name="student")
   else:
     student_config = config_lib.student_encoder_config(
         config, teacher.config.vocab_size)
@@ -248,6 +283,11 @@ class Distiller(tf.Module):
             for k, v in result.items()}
   # ------------------------------------------------------------ export
 
+  def student_is_finite(self) -> bool:
+    return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(w))
+                               for w in self.models.student.model.weights
+                               if keras.backend.is_float_dtype(w.dtype)]))
+
   def export_student(self, model_dir: str, tokenizer_dir: str) -> None:
     """`model_dir` with the student as Keras and HF files, written atomically."""
     with io_utils.atomic_directory(model_dir, overwrite=True) as staging:
@@ -258,18 +298,85 @@ class Distiller(tf.Module):
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag checked between steps (checkpoint, then exit)."""
+  """SIGTERM/SIGINT -> `requested`, checked between steps (checkpoint, exit).
 
-  def __init__(self):
+  A Python signal handler runs only when the main thread returns to Python,
+  which never happens while it is blocked in a TensorFlow op (a step waiting
+  for input data that does not come). A watcher thread, woken through the
+  signal wakeup fd, exits the process with EXIT_STOPPED_EARLY when a training
+  step is still running `grace_s` seconds after the signal, or on a second
+  signal; the last checkpoint stays the resume point. Checkpointing and
+  exporting are never interrupted by the first signal.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+  POLL_S = 0.2
+
+  def __init__(self, grace_s: float = PREEMPTION_GRACE_S):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self.signal_name: Optional[str] = None
+    self._grace_s = grace_s
+    self._step_started: Optional[float] = None
+    self._closed = threading.Event()
+    self._read_fd, self._write_fd = os.pipe()
+    os.set_blocking(self._write_fd, False)
+    os.set_blocking(self._read_fd, False)
+    self._previous_fd = signal.set_wakeup_fd(self._write_fd,
+                                             warn_on_full_buffer=False)
+    self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+    self._watcher = threading.Thread(target=self._watch, daemon=True,
+                                     name="preemption-watcher")
+    self._watcher.start()
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if not self.requested:
+      self.signal_name = signal.Signals(signum).name
+      self.requested = True
+
+  @contextlib.contextmanager
+  def step(self):
+    """Marks a training step in flight."""
+    self._step_started = time.monotonic()
+    try:
+      yield
+    finally:
+      self._step_started = None
+
+  def _exit(self, reason: str) -> None:
+    print(f"{self.signal_name}: {reason}; exiting without a new checkpoint. "
+          "The same command resumes from the last one.", file=sys.stderr,
+          flush=True)
+    os._exit(EXIT_STOPPED_EARLY)  # pylint: disable=protected-access
+
+  def _watch(self):
+    received, signalled_at = 0, None
+    while not self._closed.wait(self.POLL_S):
+      try:
+        data = os.read(self._read_fd, 64)
+      except BlockingIOError:
+        data = b""
+      for signum in data:
+        if signum in self.SIGNALS:
+          received += 1
+          self._handle(signum, None)
+          signalled_at = signalled_at or time.monotonic()
+      if received > 1:
+        self._exit("a second signal")
+      started = self._step_started
+      if signalled_at is not None and started is not None and (
+          time.monotonic() - max(started, signalled_at) > self._grace_s):
+        self._exit(f"the training step did not finish within "
+                   f"{self._grace_s:g} s (waiting for input data?)")
+    os.close(self._read_fd)
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    signal.set_wakeup_fd(self._previous_fd)
+    self._closed.set()
+    self._watcher.join()
+    os.close(self._write_fd)
 
 
 def _is_chief(strategy) -> bool:
@@ -302,10 +409,23 @@ def _format_logs(step: int, logs: Dict[str, float]) -> str:
   return " | ".join(parts)
 
 
-def run(config: config_lib.DistillConfig) -> Dict[str, float]:
-  """Trains to `config.max_steps` (resuming if checkpoints exist); returns the
-  last logged values."""
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+  """`finished`: reached max_steps; otherwise stopped early with a checkpoint
+  at `step` (rerun the same command to resume)."""
+  finished: bool
+  step: int
+  logs: Dict[str, float]
+
+
+def run(config: config_lib.DistillConfig) -> RunResult:
+  """Trains to `config.max_steps`, resuming if checkpoints exist.
+
+  Raises ConfigError (before anything is written), io_utils.LockedError,
+  DivergedError or RunError; see the module docstring.
+  """
   config_lib.validate(config)
+  config_lib.check_resume(config)
   strategy = make_strategy(config)
   keras.utils.set_random_seed(config.seed)
   keras.mixed_precision.set_global_policy(config.amp_policy)
@@ -315,15 +435,45 @@ def run(config: config_lib.DistillConfig) -> Dict[str, float]:
     keras.mixed_precision.set_global_policy("float32")
 
 
-def _run(config: config_lib.DistillConfig, strategy) -> Dict[str, float]:
+def _prepare_output_dir(output_dir: str, chief: bool
+                        ) -> Optional[io_utils.DirectoryLock]:
+  """Creates and locks `output_dir` (chief only) and removes what killed runs
+  left: staging of exports and configs, and half-written checkpoints."""
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+  except OSError as e:
+    raise RunError(io_utils.describe_os_error(e, output_dir)) from None
+  if not chief:
+    return None
+  lock = io_utils.DirectoryLock(output_dir, "bin/distill").acquire()
+  io_utils.remove_stale_staging(output_dir)
+  for temp in glob.glob(os.path.join(output_dir, CHECKPOINT_DIR, "*_temp*")):
+    shutil.rmtree(temp, ignore_errors=True)
+  return lock
+
+
+def _run(config: config_lib.DistillConfig, strategy) -> RunResult:
   chief = _is_chief(strategy)
   output_dir = config.output_dir
-  os.makedirs(output_dir, exist_ok=True)
-  if chief:
-    config_lib.save(config, output_dir)
   tokenizer = tokenization.BertTokenizer.from_model_dir(
       config.teacher_model_name_or_path)
+  # Loading checks every weight, so a broken checkpoint stops the run before
+  # anything is written.
   distiller = Distiller(config, strategy)
+  lock = _prepare_output_dir(output_dir, chief)
+  try:
+    return _train(config, strategy, distiller, tokenizer)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train(config: config_lib.DistillConfig, strategy, distiller: Distiller,
+           tokenizer: tokenization.BertTokenizer) -> RunResult:
+  chief = _is_chief(strategy)
+  output_dir = config.output_dir
+  if chief:
+    config_lib.save(config, output_dir)
   checkpoint_dir = _write_dir(os.path.join(output_dir, CHECKPOINT_DIR), strategy)
   manager = tf.train.CheckpointManager(distiller.checkpoint, checkpoint_dir,
                                        max_to_keep=config.keep_checkpoints)
@@ -332,6 +482,9 @@ def _run(config: config_lib.DistillConfig, strategy) -> Dict[str, float]:
     logging.info("resumed from %s at step %d", manager.latest_checkpoint,
                  int(distiller.step.numpy()))
   start = int(distiller.step.numpy())
+  if start and (start % config.save_steps == 0 or start >= config.max_steps):
+    # A kill between the checkpoint and its export: export what is owed.
+    _export(distiller, start, config, strategy, only_if_missing=True)
 
   pipeline = data.PipelineConfig(
       max_seq_length=config.max_seq_length, batch_size=config.batch_size,
@@ -365,10 +518,22 @@ def _run(config: config_lib.DistillConfig, strategy) -> Dict[str, float]:
       config.grad_accum_steps
   preemption = _Preemption()
   last: Dict[str, float] = {}
+  step, skipped_in_a_row = start, 0
   window_start, window_steps, window_tokens = time.perf_counter(), 0, 0.0
   try:
     for step in range(start + 1, config.max_steps + 1):
-      logs = distiller.train_step(iterator)
+      with preemption.step():
+        logs = distiller.train_step(iterator)
+        applied = bool(logs["applied"])
+      skipped_in_a_row = 0 if applied else skipped_in_a_row + 1
+      if skipped_in_a_row >= config.max_consecutive_skipped_steps:
+        raise DivergedError(
+            f"{skipped_in_a_row} steps in a row up to step {step} had "
+            f"non-finite gradients (loss {float(logs['loss']):.6g}, loss scale "
+            f"{float(logs['loss_scale']):g}); stopping without saving them. "
+            "Check --learning_rate, the teacher's weights and --amp_dtype "
+            "(bfloat16 does not overflow); the last checkpoint is "
+            f"{manager.latest_checkpoint}")
       window_steps += 1
       window_tokens += float(logs["tokens"])
       if step % config.logging_steps == 0 or step == config.max_steps:
@@ -406,23 +571,60 @@ def _run(config: config_lib.DistillConfig, strategy) -> Dict[str, float]:
           config.exit_after_steps and step - start >= config.exit_after_steps)
       if stop and step < config.max_steps:
         logging.warning("%s: checkpoint at step %d, exiting; the same command "
-                        "resumes", "SIGTERM" if preemption.requested else
+                        "resumes", preemption.signal_name or
                         "--exit_after_steps", step)
         if step % config.save_steps:
-          manager.save(checkpoint_number=step)
-        break
+          _save(distiller, manager, step, config, strategy, export=False)
+        return RunResult(finished=False, step=step, logs=last)
   finally:
     preemption.restore()
     writer.close()
-    if not chief:
+    if not _is_chief(strategy):
       for private_dir in (checkpoint_dir, tensorboard_dir):
         shutil.rmtree(private_dir, ignore_errors=True)
-  return last
+  return RunResult(finished=True, step=step, logs=last)
 
 
 def _save(distiller: Distiller, manager, step: int,
-          config: config_lib.DistillConfig, strategy) -> None:
-  manager.save(checkpoint_number=step)
-  if _is_chief(strategy):
-    distiller.export_student(os.path.join(config.output_dir, f"model_{step}"),
-                             config.teacher_model_name_or_path)
+          config: config_lib.DistillConfig, strategy, export: bool = True
+          ) -> None:
+  """Checkpoint (and export) of `step`; never of non-finite weights."""
+  if not distiller.student_is_finite():
+    raise DivergedError(
+        f"the student's weights are non-finite at step {step}; not saving "
+        f"them. The last checkpoint is {manager.latest_checkpoint}; check "
+        "--learning_rate and --max_grad_norm")
+  try:
+    manager.save(checkpoint_number=step)
+  except (OSError, tf.errors.OpError) as e:
+    for temp in glob.glob(os.path.join(manager.directory, "*_temp*")):
+      shutil.rmtree(temp, ignore_errors=True)
+    raise RunError(_write_failure(e, manager.directory,
+                                  f"checkpoint of step {step}")) from None
+  if export:
+    _export(distiller, step, config, strategy)
+
+
+def _export(distiller: Distiller, step: int, config: config_lib.DistillConfig,
+            strategy, only_if_missing: bool = False) -> None:
+  model_dir = os.path.join(config.output_dir, f"model_{step}")
+  if not _is_chief(strategy) or (only_if_missing and os.path.isdir(model_dir)):
+    return
+  try:
+    distiller.export_student(model_dir, config.teacher_model_name_or_path)
+  except (OSError, tf.errors.OpError) as e:
+    raise RunError(_write_failure(e, config.output_dir,
+                                  f"export {model_dir}")) from None
+
+
+def _write_failure(error: Exception, where: str, what: str) -> str:
+  text = str(error)
+  if isinstance(error, OSError):
+    reason = io_utils.describe_os_error(error, where)
+  elif "No space left" in text or "Disk quota" in text:
+    reason = f"no space left on {where}"
+  else:
+    reason = f"cannot write to {where}: {text.splitlines()[0] if text else error}"
+  return (f"{reason} while writing the {what}; it was not written (the "
+          "previous checkpoints and exports are intact). Free space and run "
+          "the same command to resume.")

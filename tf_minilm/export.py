@@ -13,6 +13,13 @@ Signatures of the SavedModel (all outputs float32 except the mask):
 Text is tokenized in the graph exactly as in training (invalid UTF-8 replaced,
 each text cut to `max_seq_length` characters, HF-exact WordPiece, [CLS]/[SEP],
 truncation to `max_seq_length` tokens), so the ids match training's.
+
+Malformed requests (a scalar or a matrix of strings, inputs of different batch
+sizes or widths, ids outside the vocabulary, segment ids outside the type
+vocabulary, a mask other than 0/1, more positions than the model has) fail
+with InvalidArgumentError naming the problem; the serving process carries on.
+Shapes are checked with EnsureShape, which runs on every request (a signature
+does not check the rank of what it is given).
 """
 
 import json
@@ -54,6 +61,9 @@ class ServingModule(tf.Module):
     self.max_seq_length = max_seq_length
     self.pipeline = data.PipelineConfig(max_seq_length=max_seq_length,
                                         padding="longest", repeat=False)
+    self._vocab_size = encoder.config.vocab_size
+    self._type_vocab_size = encoder.config.type_vocab_size
+    self._max_positions = encoder.config.max_position_embeddings
 
   def _run(self, ids: tf.Tensor, segments: tf.Tensor, mask: tf.Tensor
            ) -> Dict[str, tf.Tensor]:
@@ -74,6 +84,7 @@ class ServingModule(tf.Module):
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
   def serve_text(self, text):
+    text = tf.ensure_shape(text, [None], name="text_must_be_a_vector")
     # The training pipeline's own encoding, so serving ids are training ids.
     batch = data.encode_batch(text, self.tokenizer, self.pipeline)
     return self._run(batch["token_ids"], batch["segment_ids"],
@@ -83,6 +94,14 @@ class ServingModule(tf.Module):
                                 tf.TensorSpec([None], tf.string,
                                               name="text_pair")])
   def serve_pair(self, text, text_pair):
+    text = tf.ensure_shape(text, [None], name="text_must_be_a_vector")
+    text_pair = tf.ensure_shape(text_pair, [None],
+                                name="text_pair_must_be_a_vector")
+    same = tf.debugging.assert_equal(
+        tf.shape(text), tf.shape(text_pair),
+        message="text and text_pair must hold the same number of texts")
+    with tf.control_dependencies([same]):
+      text = tf.identity(text)
     cut = lambda t: tokenization.clean_and_cut(t, self.max_seq_length)
     ids, segments = self.tokenizer.encode_pair(cut(text), cut(text_pair),
                                                self.max_seq_length)
@@ -94,7 +113,32 @@ class ServingModule(tf.Module):
       tf.TensorSpec([None, None], tf.int32, name="segment_ids"),
       tf.TensorSpec([None, None], tf.int32, name="input_mask")])
   def serve_ids(self, input_ids, segment_ids, input_mask):
+    input_ids, segment_ids, input_mask = (
+        tf.ensure_shape(x, [None, None], name=f"{name}_must_be_a_matrix")
+        for x, name in ((input_ids, "input_ids"), (segment_ids, "segment_ids"),
+                        (input_mask, "input_mask")))
+    checks = [
+        tf.debugging.assert_equal(
+            tf.shape(segment_ids), tf.shape(input_ids),
+            message="segment_ids must have the shape of input_ids"),
+        tf.debugging.assert_equal(
+            tf.shape(input_mask), tf.shape(input_ids),
+            message="input_mask must have the shape of input_ids"),
+        tf.debugging.assert_less_equal(
+            tf.shape(input_ids)[1], self._max_positions,
+            message=f"at most {self._max_positions} positions per row"),
+        _assert_in_range(input_ids, self._vocab_size, "input_ids"),
+        _assert_in_range(segment_ids, self._type_vocab_size, "segment_ids"),
+        _assert_in_range(input_mask, 2, "input_mask")]
+    with tf.control_dependencies(checks):
+      input_ids = tf.identity(input_ids)
     return self._run(input_ids, segment_ids, tf.not_equal(input_mask, 0))
+
+
+def _assert_in_range(values: tf.Tensor, size: int, name: str) -> tf.Operation:
+  return tf.debugging.assert_equal(
+      tf.reduce_all((values >= 0) & (values < size)), True,
+      message=f"{name} must lie in [0, {size})")
 
 
 def load_student(source: str) -> modeling.Encoder:
@@ -113,13 +157,24 @@ def load_student(source: str) -> modeling.Encoder:
         f"{source}: not a model_<step>/ directory, a HF model directory, nor a "
         "training output directory with distill_config.json and checkpoints/")
   with open(config_path, encoding="utf-8") as f:
-    values = json.load(f)
-  config = config_lib.DistillConfig(**values)
+    try:
+      config = config_lib.DistillConfig.from_json(f.read(), config_path)
+    except ValueError as e:
+      raise ExportError(str(e)) from None
   teacher = convert.read_encoder_config(config.teacher_model_name_or_path)
   student = modeling.Encoder(
       config_lib.student_encoder_config(config, teacher.vocab_size),
       dtype="float32", name="student")
-  tf.train.Checkpoint(student=student.model).restore(checkpoint).expect_partial()
+  status = tf.train.Checkpoint(student=student.model).restore(checkpoint)
+  try:
+    # Every student weight must come from the checkpoint (the optimizer's
+    # slots and the step in it are not needed).
+    status.assert_existing_objects_matched().expect_partial()
+  except (AssertionError, ValueError) as e:
+    raise ExportError(
+        f"{checkpoint} does not hold every weight of the student that "
+        f"{config_path} describes; refusing to export partly random weights "
+        f"({str(e).splitlines()[0][:300]})") from None
   return student
 
 

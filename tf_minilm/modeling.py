@@ -19,6 +19,7 @@ Three functional views share one set of weights:
 
 import dataclasses
 import json
+import math
 from typing import Any, Dict, Optional
 
 import keras
@@ -56,22 +57,40 @@ class EncoderConfig:
                 "intermediate_size", "max_position_embeddings", "type_vocab_size")
     for name in positive:
       value = getattr(self, name)
-      if not isinstance(value, int) or value <= 0:
+      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"EncoderConfig.{name} must be a positive integer, "
                          f"got {value!r}")
     if self.hidden_size % self.num_heads:
       raise ValueError(f"EncoderConfig.hidden_size={self.hidden_size} is not a "
                        f"multiple of num_heads={self.num_heads}")
-    if self.hidden_act not in ACTIVATIONS:
+    if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
       raise ValueError(f"EncoderConfig.hidden_act must be one of {ACTIVATIONS}, "
                        f"got {self.hidden_act!r}")
-    if self.position_style not in POSITION_STYLES:
+    if not isinstance(self.position_style, str) or \
+        self.position_style not in POSITION_STYLES:
       raise ValueError(f"EncoderConfig.position_style must be one of "
                        f"{POSITION_STYLES}, got {self.position_style!r}")
+    for name in ("layer_norm_eps", "hidden_dropout", "attention_dropout",
+                 "initializer_range"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+          not math.isfinite(value):
+        raise ValueError(f"EncoderConfig.{name} must be a finite number, got "
+                         f"{value!r}")
     for name in ("hidden_dropout", "attention_dropout"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f"EncoderConfig.{name} must be in [0, 1), got "
                          f"{getattr(self, name)!r}")
+    if self.layer_norm_eps <= 0:
+      raise ValueError(f"EncoderConfig.layer_norm_eps must be > 0, got "
+                       f"{self.layer_norm_eps!r}")
+    if isinstance(self.pad_token_id, bool) or not isinstance(
+        self.pad_token_id, int) or not 0 <= self.pad_token_id < self.vocab_size:
+      raise ValueError(f"EncoderConfig.pad_token_id must be an id in [0, "
+                       f"{self.vocab_size}), got {self.pad_token_id!r}")
+    if not isinstance(self.with_pooler, bool):
+      raise ValueError(f"EncoderConfig.with_pooler must be true or false, got "
+                       f"{self.with_pooler!r}")
 
   @property
   def head_size(self) -> int:
@@ -85,6 +104,9 @@ class EncoderConfig:
 
   @classmethod
   def from_dict(cls, values: Dict[str, Any]) -> "EncoderConfig":
+    if not isinstance(values, dict):
+      raise ValueError(f"an encoder config must be a JSON object, got "
+                       f"{type(values).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
