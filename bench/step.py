@@ -33,6 +33,7 @@ from tf_minilm import config as config_lib
 from tf_minilm import distiller
 from tf_minilm import losses
 from tf_minilm import modeling
+from tf_minilm import resolve
 
 
 def layer_flops(length, hidden, ffn):
@@ -86,27 +87,6 @@ def measure_peak(dtype, device, size=2048, repeats=10):
       chain(a).numpy()
       times.append(time.perf_counter() - start)
   return 2 * size ** 3 * repeats / min(times)
-
-
-def build_random_models(args):
-  def build(config):
-    teacher_config = modeling.EncoderConfig(
-        vocab_size=args.vocab_size, hidden_size=args.teacher_hidden,
-        num_layers=args.teacher_layer_index + 1, num_heads=args.teacher_heads,
-        intermediate_size=args.teacher_ffn, with_pooler=False)
-    half = config.amp_dtype if config.use_amp else "float32"
-    teacher = modeling.Encoder(
-        teacher_config, name="teacher",
-        dtype=half if config.teacher_half_precision else config.amp_policy)
-    teacher.model.trainable = False
-    student = modeling.Encoder(
-        modeling.student_config("ppminilm", args.student_layers,
-                                args.vocab_size),
-        dtype=config.amp_policy, name="student")
-    return distiller._Models(  # pylint: disable=protected-access
-        teacher, student, teacher.distillation_model(args.teacher_layer_index),
-        student.distillation_model(args.student_layer_index))
-  return build
 
 
 def main():
@@ -164,7 +144,17 @@ def main():
       amp_dtype="bfloat16" if args.dtype == "mixed_bfloat16" else "float16",
       jit=args.jit, warmup_steps=10, max_steps=1000,
       teacher_half_precision=args.teacher_half)
-  model = distiller.Distiller(config, strategy, build_random_models(args))
+  resolved = resolve.Resolved(
+      teacher=modeling.EncoderConfig(
+          vocab_size=args.vocab_size, hidden_size=args.teacher_hidden,
+          num_layers=args.teacher_total_layers, num_heads=args.teacher_heads,
+          intermediate_size=args.teacher_ffn),
+      student=modeling.student_config("ppminilm", args.student_layers,
+                                      args.vocab_size),
+      vocab=[], lower_case=True, shards=[], eval_shards=None)
+  task = distiller.DistillationTask(config, resolved, strategy,
+                                    random_weights=True)
+  models, train_step = task.models, task.train_step
 
   rng = np.random.default_rng(0)
   ids = rng.integers(5, args.vocab_size, size=(args.batch_size,
@@ -185,13 +175,13 @@ def main():
       dataset.unbatch().batch(args.batch_size * strategy.num_replicas_in_sync)))
   local = {k: tf.constant(v) for k, v in batch.items()}
 
-  teacher_fn = tf.function(lambda b: model.models.teacher_view(b),
+  teacher_fn = tf.function(lambda b: models.teacher_view(b),
                            jit_compile=args.jit)
-  compute_fn = tf.function(lambda b: model._compute([b]),  # pylint: disable=protected-access
+  compute_fn = tf.function(lambda b: train_step.replica_gradients([b]),
                            jit_compile=args.jit)
   qkv_t = {k: tf.identity(v) for k, v in teacher_fn(local).items()}
   qkv_s = {k: tf.identity(v) for k, v in
-           model.models.student_view(local).items()}
+           models.student_view(local).items()}
 
   def loss_only():
     with tf.GradientTape() as tape:
@@ -216,14 +206,15 @@ def main():
       times.append(time.perf_counter() - start)
     return statistics.median(times)
 
-  step = timed(lambda: {k: v for k, v in model.train_step(iterator).items()
+  step = timed(lambda: {k: v for k, v in train_step(iterator).items()
                         if k == "loss"})
   teacher = timed(teacher_fn, local)
   compute = timed(compute_fn, local) if strategy.num_replicas_in_sync == 1 \
       else float("nan")
   loss = timed(loss_fn)
-  grads = [tf.zeros_like(v) for v in model.trainable]
-  optimizer = timed(tf.function(lambda: model.optimizer.apply(grads) or 0))
+  grads = [tf.zeros_like(v) for v in train_step.trainable]
+  optimizer = timed(tf.function(
+      lambda: train_step.optimizer.apply(grads, 1e-4) or 0))
   peak = measure_peak(args.dtype, devices[0])
   global_batch = args.batch_size * strategy.num_replicas_in_sync
   ours = step_flops(args, args.teacher_layer_index)
@@ -236,8 +227,8 @@ def main():
     memory_text = f"peak resident memory {memory:.2f} GiB (whole process)"
   print(f"device {devices[0]} x{strategy.num_replicas_in_sync}, dtype "
         f"{args.dtype}, XLA {'on' if args.jit else 'off'}, teacher weights "
-        f"{model.models.teacher.weights[0].dtype} "
-        f"({model.models.teacher.weight_bytes() / 2 ** 30:.2f} GiB), batch "
+        f"{models.teacher.weights[0].dtype} "
+        f"({models.teacher.weight_bytes() / 2 ** 30:.2f} GiB), batch "
         f"{args.batch_size}/replica, L={args.seq_length}, padding "
         f"{args.padding} (batch width {ids.shape[1]})")
   print(f"step {step * 1e3:.0f} ms | {global_batch / step:.2f} sequences/s | "

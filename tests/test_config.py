@@ -63,13 +63,14 @@ class ScheduleAndOptimizerTest(tf.test.TestCase):
                             name="kernel")
     bias = keras.Variable(rng.normal(size=(5,)).astype(np.float32), name="bias")
     schedule = optimization.WarmupLinearDecay(1e-2, 2, 10)
-    optimizer = optimization.AdamW([kernel, bias], schedule, weight_decay=0.1)
+    optimizer = optimization.AdamW([kernel, bias], weight_decay=0.1)
     want = [kernel.numpy().astype(np.float64), bias.numpy().astype(np.float64)]
     m = [np.zeros_like(w) for w in want]
     v = [np.zeros_like(w) for w in want]
     for t in range(1, 5):
       grads = [rng.normal(size=w.shape) for w in want]
-      optimizer.apply([tf.constant(g, tf.float32) for g in grads])
+      optimizer.apply([tf.constant(g, tf.float32) for g in grads],
+                      schedule(t - 1))
       lr = 1e-2 * min((t - 1) / 2, (10 - (t - 1)) / 8)
       for i, decay in enumerate((True, False)):
         if decay:

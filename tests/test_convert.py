@@ -294,7 +294,8 @@ class CheckpointErrorTest(tf.test.TestCase):
         f.truncate(keep)
       with self.subTest(keep=keep):
         with self.assertRaisesRegex(convert.CheckpointError,
-                                    r"model\.safetensors: truncated"):
+                                    r"model\.safetensors: not a readable "
+                                    "safetensors file, corrupt or truncated"):
           convert.load_encoder(d)
 
   def test_non_finite_weights_are_named(self):
@@ -344,8 +345,8 @@ class CheckpointErrorTest(tf.test.TestCase):
         f.write(len(header).to_bytes(8, "little") + header + b"\0" * 8)
       with self.subTest(header=header):
         with self.assertRaisesRegex(convert.CheckpointError,
-                                    r"model\.safetensors: corrupt safetensors "
-                                    "header"):
+                                    r"model\.safetensors: not a readable "
+                                    "safetensors file, corrupt or truncated"):
           convert.load_encoder(d)
 
   def test_corrupt_pytorch_bin(self):

@@ -25,7 +25,7 @@ def _np_kl_rows(t_scores, s_scores):
 
 
 def numpy_loss(s_qkv, t_qkv, real, r, alpha, beta, mode):
-  """SPEC "The loss, exactly", written from the formula with einsum in float64."""
+  """docs/method.md's loss, written from the formula with einsum in float64."""
   real = real.astype(np.float64)                     # [B, L]
   strict = mode == "strict"
   key_bias = (1.0 - real) * -1e4                     # [B, L], on key positions

@@ -1,5 +1,10 @@
 """Tests of the Keras encoder: views, presets, dtype policies, configs."""
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -108,9 +113,73 @@ class EncoderTest(tf.test.TestCase):
 
   def test_layer_configs_are_constructor_arguments(self):
     encoder = modeling.Encoder(TINY)
-    layer = encoder.layers[0]
-    clone = modeling.TransformerLayer.from_config(layer.get_config())
-    self.assertEqual(clone.get_config(), layer.get_config())
+    base = set(keras.layers.Layer(name="x").get_config())
+    layers = {"layer": encoder.layers[0], "attention": encoder.layers[0].attention,
+              "embeddings": encoder.embeddings, "pooler": encoder.pooler}
+    want = {
+        "layer": {"hidden_size": 24, "num_heads": 3, "intermediate_size": 37,
+                  "hidden_act": "gelu", "attention_dropout": 0.1,
+                  "hidden_dropout": 0.1, "layer_norm_eps": 1e-12,
+                  "initializer_range": 0.02},
+        "attention": {"hidden_size": 24, "num_heads": 3,
+                      "attention_dropout": 0.1, "hidden_dropout": 0.1,
+                      "layer_norm_eps": 1e-12, "initializer_range": 0.02},
+        "embeddings": {"vocab_size": 99, "hidden_size": 24,
+                       "max_position_embeddings": 40, "type_vocab_size": 2,
+                       "layer_norm_eps": 1e-12, "dropout": 0.1,
+                       "initializer_range": 0.02, "pad_token_id": 0,
+                       "position_style": "absolute"},
+        "pooler": {"hidden_size": 24, "initializer_range": 0.02}}
+    for name, layer in layers.items():
+      with self.subTest(layer=name):
+        config = layer.get_config()
+        self.assertEqual({k: v for k, v in config.items() if k not in base},
+                         want[name])
+        clone = type(layer).from_config(config)
+        self.assertEqual(clone.get_config(), config)
+
+  def test_saved_student_loads_back(self):
+    encoder = modeling.Encoder(TINY)
+    path = os.path.join(self.get_temp_dir(), "student.keras")
+    encoder.model.save(path)
+    loaded = keras.saving.load_model(path)
+    inputs = hf_fixtures.encoder_inputs(*hf_fixtures.padded_batch())
+    self.assertAllClose(loaded(inputs)["sequence_output"],
+                        encoder.model(inputs)["sequence_output"], atol=1e-6)
+
+  def test_dropout_of_replica_0_is_keras_dropout_and_others_differ(self):
+    # Each replica count in its own process (logical CPU devices).
+    script = r"""
+import json
+import numpy as np
+import tensorflow as tf
+import keras
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration()] * 2)
+from tf_minilm import modeling
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+ones = tf.ones([4, 64])
+with strategy.scope():
+  ours = modeling.ReplicaDropout(0.5, seed=11)
+per_replica = strategy.run(lambda: ours(ones, training=True))
+a, b = [t.numpy() for t in strategy.experimental_local_results(per_replica)]
+plain = keras.layers.Dropout(0.5, seed=11)(ones, training=True).numpy()
+again = strategy.run(lambda: ours(ones, training=True))
+a2 = strategy.experimental_local_results(again)[0].numpy()
+print(json.dumps({"replica0_is_keras": bool(np.array_equal(a, plain)),
+                  "replicas_differ": bool(not np.array_equal(a, b)),
+                  "steps_differ": bool(not np.array_equal(a, a2)),
+                  "rate": float((a == 0).mean())}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, timeout=300)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    self.assertTrue(result["replica0_is_keras"])
+    self.assertTrue(result["replicas_differ"])
+    self.assertTrue(result["steps_differ"])
+    self.assertBetween(result["rate"], 0.35, 0.65)
 
   def test_invalid_config(self):
     with self.assertRaisesRegex(ValueError, "hidden_size=24 is not a multiple of "
@@ -119,7 +188,7 @@ class EncoderTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "hidden_act must be one of"):
       TINY.replace(hidden_act="swish")
     with self.assertRaisesRegex(ValueError, "unknown EncoderConfig fields"):
-      modeling.EncoderConfig.from_dict({**TINY.to_dict(), "heads": 3})
+      modeling.EncoderConfig.from_dict({**json.loads(TINY.to_json()), "heads": 3})
 
 
 if __name__ == "__main__":

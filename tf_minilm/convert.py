@@ -12,11 +12,11 @@ import json
 import os
 import re
 import shutil
-import struct
 from typing import Callable, Dict, List, Optional, Tuple
 
-import ml_dtypes
 import numpy as np
+import safetensors
+import safetensors.numpy
 
 from tf_minilm import io_utils
 from tf_minilm import modeling
@@ -171,73 +171,15 @@ def read_hf_config(model_dir: str) -> Tuple[modeling.EncoderConfig, Dict]:
 
 # ---------------------------------------------------------------- tensor files
 
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16,
-    "BF16": ml_dtypes.bfloat16, "I64": np.int64, "I32": np.int32,
-    "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
-}
-
-
 def read_safetensors(path: str) -> Dict[str, np.ndarray]:
-  """Tensors of a safetensors file, memory-mapped; validates the whole layout."""
+  """Tensors of a safetensors file (the `safetensors` library validates the
+  header and every tensor's extent)."""
   try:
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-      prefix = f.read(8)
-      if len(prefix) < 8:
-        raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, "
-                              "shorter than its 8-byte header length)")
-      (header_len,) = struct.unpack("<Q", prefix)
-      if 8 + header_len > size:
-        raise CheckpointError(f"{path}: truncated safetensors file (header of "
-                              f"{header_len} bytes, file of {size} bytes)")
-      header = json.loads(f.read(header_len))
-  except OSError as e:
-    raise CheckpointError(f"{path}: cannot read ({e})") from None
-  except ValueError as e:
-    if isinstance(e, CheckpointError):
-      raise
-    raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
-  if not isinstance(header, dict):
-    raise CheckpointError(f"{path}: corrupt safetensors header (a JSON "
-                          f"{type(header).__name__}, expected an object)")
-  header.pop("__metadata__", None)
-  for name, info in header.items():
-    if not _valid_tensor_entry(info):
-      raise CheckpointError(
-          f"{path}: corrupt safetensors header: tensor {name!r} must be an "
-          "object with a dtype string, a shape of non-negative integers and "
-          f"data_offsets [begin, end], got {str(info)[:200]}")
-  data_start = 8 + header_len
-  data_size = size - data_start
-  tensors = {}
-  mapped = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start,
-                     shape=(data_size,)) if data_size else None
-  for name, info in header.items():
-    dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
-    if dtype is None:
-      raise CheckpointError(f"{path}: tensor {name} has unsupported dtype "
-                            f"{info.get('dtype')!r}")
-    begin, end = info["data_offsets"]
-    shape = tuple(info["shape"])
-    if end > data_size or end - begin != int(np.prod(shape)) * np.dtype(
-        dtype).itemsize:
-      raise CheckpointError(
-          f"{path}: truncated or corrupt safetensors file: tensor {name} needs "
-          f"bytes {begin}..{end} of {data_size} bytes of data")
-    tensors[name] = mapped[begin:end].view(dtype).reshape(shape)
-  return tensors
-
-
-def _valid_tensor_entry(info) -> bool:
-  def whole(x):
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-  if not isinstance(info, dict) or not isinstance(info.get("dtype"), str):
-    return False
-  shape, offsets = info.get("shape"), info.get("data_offsets")
-  return (isinstance(shape, list) and all(whole(d) for d in shape) and
-          isinstance(offsets, list) and len(offsets) == 2 and
-          all(whole(o) for o in offsets) and offsets[0] <= offsets[1])
+    with safetensors.safe_open(path, framework="numpy") as f:
+      return {name: f.get_tensor(name) for name in f.keys()}
+  except (safetensors.SafetensorError, OSError, ValueError, TypeError) as e:
+    raise CheckpointError(f"{path}: not a readable safetensors file, corrupt "
+                          f"or truncated ({e})") from None
 
 
 def _read_pytorch_bin(path: str) -> Dict[str, np.ndarray]:
@@ -464,7 +406,7 @@ def save_converted(encoder: modeling.Encoder, output_dir: str,
   with io_utils.atomic_directory(output_dir, overwrite) as staging:
     with open(os.path.join(staging, CONVERTED_CONFIG), "w",
               encoding="utf-8") as f:
-      f.write(modeling.config_to_json(encoder.config))
+      f.write(encoder.config.to_json())
     encoder.model.save_weights(os.path.join(staging, CONVERTED_WEIGHTS))
     if tokenizer_dir:
       copy_tokenizer_files(tokenizer_dir, staging)
@@ -477,7 +419,7 @@ def read_encoder_config(path: str) -> modeling.EncoderConfig:
     return read_hf_config(path)[0]
   try:
     with open(config_path, encoding="utf-8") as f:
-      return modeling.EncoderConfig.from_dict(json.load(f))
+      return modeling.EncoderConfig.from_json(f.read())
   except (OSError, ValueError, TypeError) as e:
     raise CheckpointError(f"{config_path}: not a valid encoder config ({e})"
                           ) from None
@@ -504,7 +446,6 @@ def export_hf(encoder: modeling.Encoder, output_dir: str,
   `tokenizer_dir` (vocab.txt at least); tokenizer_config.json is written if the
   source has none.
   """
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   tensors = {}
   for entry in weight_map(encoder.config):
     value = np.asarray(_resolve(encoder, entry.attribute_path).numpy(),
@@ -514,7 +455,7 @@ def export_hf(encoder: modeling.Encoder, output_dir: str,
   with io_utils.atomic_directory(output_dir, overwrite) as staging:
     with open(os.path.join(staging, "config.json"), "w", encoding="utf-8") as f:
       json.dump(config_to_hf(encoder.config), f, indent=2, sort_keys=True)
-    save_file(tensors, os.path.join(staging, SAFETENSORS),
+    safetensors.numpy.save_file(tensors, os.path.join(staging, SAFETENSORS),
               metadata={"format": "pt"})
     copied = copy_tokenizer_files(tokenizer_dir, staging) if tokenizer_dir else []
     if tokenizer_dir and "vocab.txt" not in copied:

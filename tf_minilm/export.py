@@ -32,16 +32,17 @@ import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from tf_minilm import config as config_lib
 from tf_minilm import convert
 from tf_minilm import data
 from tf_minilm import io_utils
+from tf_minilm import layout as layout_lib
 from tf_minilm import modeling
+from tf_minilm import resolve
 from tf_minilm import tokenization
 
 SAVED_MODEL = "saved_model"
 EXPORT_INFO = "export_info.json"
-STUDENT_KERAS = "student.keras"
-STUDENT_HF = "hf"
 
 
 class ExportError(ValueError):
@@ -144,26 +145,27 @@ def _assert_in_range(values: tf.Tensor, size: int, name: str) -> tf.Operation:
 def load_student(source: str) -> modeling.Encoder:
   """The student of a `model_{step}/` directory, a HF directory, or a training
   output directory (its latest checkpoint)."""
-  if os.path.isdir(os.path.join(source, STUDENT_HF)):
-    return convert.load_encoder(os.path.join(source, STUDENT_HF),
-                                dtype="float32", name="student")
+  hf_dir = os.path.join(source, layout_lib.STUDENT_HF)
+  if os.path.isdir(hf_dir):
+    return convert.load_encoder(hf_dir, dtype="float32", name="student")
   if os.path.isfile(os.path.join(source, "config.json")):
     return convert.load_encoder(source, dtype="float32", name="student")
-  from tf_minilm import config as config_lib  # pylint: disable=g-import-not-at-top
-  config_path = os.path.join(source, config_lib.CONFIG_FILENAME)
-  checkpoint = tf.train.latest_checkpoint(os.path.join(source, "checkpoints"))
-  if not (os.path.isfile(config_path) and checkpoint):
+  layout = layout_lib.RunLayout(source, config_lib.CONFIG_FILENAME)
+  text = layout.read_config()
+  checkpoint = tf.train.latest_checkpoint(layout.checkpoint_dir)
+  if text is None or not checkpoint:
     raise ExportError(
         f"{source}: not a model_<step>/ directory, a HF model directory, nor a "
-        "training output directory with distill_config.json and checkpoints/")
-  with open(config_path, encoding="utf-8") as f:
-    try:
-      config = config_lib.DistillConfig.from_json(f.read(), config_path)
-    except ValueError as e:
-      raise ExportError(str(e)) from None
+        f"training output directory with {config_lib.CONFIG_FILENAME} and "
+        f"{layout_lib.CHECKPOINT_DIR}/")
+  config_path = layout.config_path
+  try:
+    config = config_lib.DistillConfig.from_json(text, config_path)
+  except ValueError as e:
+    raise ExportError(str(e)) from None
   teacher = convert.read_encoder_config(config.teacher_model_name_or_path)
   student = modeling.Encoder(
-      config_lib.student_encoder_config(config, teacher.vocab_size),
+      resolve.student_encoder_config(config, teacher.vocab_size),
       dtype="float32", name="student")
   status = tf.train.Checkpoint(student=student.model).restore(checkpoint)
   try:
@@ -179,13 +181,13 @@ def load_student(source: str) -> modeling.Encoder:
 
 
 def _tokenizer_dir(source: str) -> str:
-  for candidate in (source, os.path.join(source, STUDENT_HF)):
+  for candidate in (source, os.path.join(source, layout_lib.STUDENT_HF)):
     if os.path.isfile(os.path.join(candidate, "vocab.txt")):
       return candidate
-  config_path = os.path.join(source, "distill_config.json")
-  if os.path.isfile(config_path):
-    with open(config_path, encoding="utf-8") as f:
-      return json.load(f)["teacher_model_name_or_path"]
+  text = layout_lib.RunLayout(source, config_lib.CONFIG_FILENAME).read_config()
+  if text is not None:
+    return config_lib.DistillConfig.from_json(
+        text, source).teacher_model_name_or_path
   raise ExportError(f"{source}: no vocab.txt found for the tokenizer")
 
 
@@ -236,8 +238,8 @@ def export(source: str, output_dir: str, max_seq_length: int = 128,
         "serving_default": module.serve_text,
         "serving_pair": module.serve_pair,
         "serving_ids": module.serve_ids})
-    student.model.save(os.path.join(staging, STUDENT_KERAS))
-    convert.export_hf(student, os.path.join(staging, STUDENT_HF),
+    student.model.save(os.path.join(staging, layout_lib.STUDENT_KERAS))
+    convert.export_hf(student, os.path.join(staging, layout_lib.STUDENT_HF),
                       tokenizer_dir=tokenizer_dir,
                       do_lower_case=tokenizer.lower_case)
     info = {

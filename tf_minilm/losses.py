@@ -40,7 +40,6 @@ from typing import Dict, Optional, Sequence
 import tensorflow as tf
 
 MASK_MODES = ("reference", "strict")
-RELATIONS = ("token_token", "head_head", "sample_sample")
 QKV_NAMES = ("query", "key", "value")
 
 # The reference's additive mask value; finite so fully padded rows stay finite.
@@ -272,12 +271,12 @@ def multi_relation_loss(student_qkv: Sequence[tf.Tensor],
                         teacher_qkv: Sequence[tf.Tensor],
                         padding_mask: tf.Tensor,
                         num_relation_heads: int,
-                        alpha: float = 0.0,
-                        beta: float = 0.0,
+                        alpha: float,
+                        beta: float,
                         mask_mode: str = "reference",
                         max_chunk_elements: int = DEFAULT_MAX_CHUNK_ELEMENTS
                         ) -> RelationLossOutput:
-  """PP-MiniLM multi-relation loss over Q, K and V (SPEC "The loss, exactly").
+  """PP-MiniLM multi-relation loss over Q, K and V (docs/method.md).
 
   Args:
     student_qkv: (Q, K, V) of the student's distillation layer, each

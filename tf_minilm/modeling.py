@@ -24,10 +24,10 @@ from typing import Any, Dict, Optional
 
 import keras
 from keras import ops
+import tensorflow as tf
 
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "gelu_pytorch_tanh")
 POSITION_STYLES = ("absolute", "roberta")
-INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 # Additive attention mask for padded keys, as in BERT and the PP-MiniLM reference.
 ATTENTION_MASK_BIAS = -1e4
 
@@ -99,8 +99,12 @@ class EncoderConfig:
   def replace(self, **changes) -> "EncoderConfig":
     return dataclasses.replace(self, **changes)
 
-  def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_json(cls, text: str) -> "EncoderConfig":
+    return cls.from_dict(json.loads(text))
 
   @classmethod
   def from_dict(cls, values: Dict[str, Any]) -> "EncoderConfig":
@@ -115,7 +119,7 @@ class EncoderConfig:
     return cls(**values)
 
 
-# Student architectures of SPEC.md. The 2-layer, hidden-128 student uses 4 heads
+# Student architectures of the PP-MiniLM recipe. The 2-layer, hidden-128 student uses 4 heads
 # (head size 32): 12 heads do not divide 128, and 4 keeps the head size of the
 # other presets within a factor of two.
 STUDENT_PRESETS: Dict[str, Dict[str, Any]] = {
@@ -136,7 +140,7 @@ STUDENT_PRESETS: Dict[str, Dict[str, Any]] = {
 
 def student_config(model_type: str, num_layers: int, vocab_size: int,
                    **overrides) -> EncoderConfig:
-  """The SPEC.md student of `model_type` ("ppminilm"|"roberta") and depth."""
+  """The recipe's student of `model_type` ("ppminilm"|"roberta") and depth."""
   candidates = {name: preset for name, preset in STUDENT_PRESETS.items()
                 if name.startswith(f"{model_type}-{num_layers}l-")}
   if len(candidates) != 1:
@@ -156,64 +160,101 @@ def _activation(name: str):
   return lambda x: keras.activations.gelu(x, approximate=approximate)
 
 
-def _dense(units, config, name, dtype):
+def _dense(units, initializer_range, name, dtype):
   return keras.layers.Dense(
       units, name=name, dtype=dtype,
       kernel_initializer=keras.initializers.RandomNormal(
-          stddev=config.initializer_range))
+          stddev=initializer_range))
 
 
-def _layer_norm(config, name, dtype):
-  return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=name,
-                                         dtype=dtype)
-
-
-class _ConfiguredLayer(keras.layers.Layer):
-  """A layer whose one constructor argument is an `EncoderConfig` as a dict."""
-
-  def __init__(self, config: Dict[str, Any], **kwargs):
-    super().__init__(**kwargs)
-    self.config = config
-    self._cfg = EncoderConfig.from_dict(config)
-
-  def get_config(self):
-    return {**super().get_config(), "config": self.config}
+def _replica_id() -> tf.Tensor:
+  context = tf.distribute.get_replica_context()
+  replica = 0 if context is None else context.replica_id_in_sync_group
+  return tf.cast(replica, tf.int64)
 
 
 @keras.saving.register_keras_serializable(package="tf_minilm")
-class Embeddings(_ConfiguredLayer):
-  """Word + position + token-type embeddings, LayerNorm, dropout: `[B, L, D]`."""
+class ReplicaDropout(keras.layers.Dropout):
+  """`keras.layers.Dropout` whose masks differ between the replicas of a
+  tf.distribute strategy.
 
-  def __init__(self, config: Dict[str, Any], **kwargs):
-    super().__init__(config, **kwargs)
-    cfg = self._cfg
-    init = lambda: keras.initializers.RandomNormal(stddev=cfg.initializer_range)
-    self.word_embeddings = keras.layers.Embedding(
-        cfg.vocab_size, cfg.hidden_size, embeddings_initializer=init(),
-        name="word_embeddings", dtype=self.dtype_policy)
-    self.position_embeddings = keras.layers.Embedding(
-        cfg.max_position_embeddings, cfg.hidden_size,
-        embeddings_initializer=init(), name="position_embeddings",
-        dtype=self.dtype_policy)
-    self.token_type_embeddings = keras.layers.Embedding(
-        cfg.type_vocab_size, cfg.hidden_size, embeddings_initializer=init(),
-        name="token_type_embeddings", dtype=self.dtype_policy)
-    self.layer_norm = _layer_norm(cfg, "layer_norm", self.dtype_policy)
-    self.dropout = keras.layers.Dropout(cfg.hidden_dropout,
-                                         dtype=self.dtype_policy)
+  A seed generator's state is mirrored, so Keras' Dropout draws the same mask
+  on every replica; the reference seeds each GPU with `seed + rank` instead.
+  Replica `i` adds `i` to the first seed word, so replica 0 draws exactly what
+  `keras.layers.Dropout` draws (and what a single-replica run draws).
+  """
+
+  def call(self, inputs, training=False):
+    if not training or self.rate == 0:
+      return inputs
+    seed = self.seed_generator.next()
+    seed = seed + tf.cast(tf.stack([_replica_id(), 0]), seed.dtype)
+    # As Keras' TF backend: stateless ops take int32 seeds (for XLA).
+    seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+    return tf.nn.experimental.stateless_dropout(
+        inputs, rate=self.rate, noise_shape=self.noise_shape, seed=seed)
+
+
+@keras.saving.register_keras_serializable(package="tf_minilm")
+class Embeddings(keras.layers.Layer):
+  """Word + position + token-type embeddings, LayerNorm, dropout: `[B, L, D]`.
+
+  `position_style` "roberta": HF RoBERTa position ids (real tokens count from
+  `pad_token_id + 1`); "absolute": 0..L-1.
+  """
+
+  def __init__(self, vocab_size: int, hidden_size: int,
+               max_position_embeddings: int, type_vocab_size: int,
+               layer_norm_eps: float, dropout: float, initializer_range: float,
+               pad_token_id: int = 0, position_style: str = "absolute",
+               **kwargs):
+    super().__init__(**kwargs)
+    self.vocab_size = vocab_size
+    self.hidden_size = hidden_size
+    self.max_position_embeddings = max_position_embeddings
+    self.type_vocab_size = type_vocab_size
+    self.layer_norm_eps = layer_norm_eps
+    self.dropout_rate = dropout
+    self.initializer_range = initializer_range
+    self.pad_token_id = pad_token_id
+    self.position_style = position_style
+    def embedding(rows, name):
+      return keras.layers.Embedding(
+          rows, hidden_size, name=name, dtype=self.dtype_policy,
+          embeddings_initializer=keras.initializers.RandomNormal(
+              stddev=initializer_range))
+    self.word_embeddings = embedding(vocab_size, "word_embeddings")
+    self.position_embeddings = embedding(max_position_embeddings,
+                                         "position_embeddings")
+    self.token_type_embeddings = embedding(type_vocab_size,
+                                           "token_type_embeddings")
+    self.layer_norm = keras.layers.LayerNormalization(
+        epsilon=layer_norm_eps, name="layer_norm", dtype=self.dtype_policy)
+    self.dropout = ReplicaDropout(dropout, dtype=self.dtype_policy)
+
+  def get_config(self):
+    return {**super().get_config(), "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
+            "layer_norm_eps": self.layer_norm_eps,
+            "dropout": self.dropout_rate,
+            "initializer_range": self.initializer_range,
+            "pad_token_id": self.pad_token_id,
+            "position_style": self.position_style}
 
   def build(self, input_shape=None):
     self.word_embeddings.build((None, None))
     self.position_embeddings.build((None, None))
     self.token_type_embeddings.build((None, None))
-    self.layer_norm.build((None, None, self._cfg.hidden_size))
+    self.layer_norm.build((None, None, self.hidden_size))
     self.built = True
 
   def call(self, token_ids, segment_ids, padding_mask, training=None):
     length = ops.shape(token_ids)[1]
-    if self._cfg.position_style == "roberta":
+    if self.position_style == "roberta":
       real = ops.cast(padding_mask, "int32")
-      positions = ops.cumsum(real, axis=1) * real + self._cfg.pad_token_id
+      positions = ops.cumsum(real, axis=1) * real + self.pad_token_id
     else:
       positions = ops.expand_dims(ops.arange(length, dtype="int32"), 0)
     x = (self.word_embeddings(token_ids) + self.position_embeddings(positions) +
@@ -222,24 +263,43 @@ class Embeddings(_ConfiguredLayer):
 
 
 @keras.saving.register_keras_serializable(package="tf_minilm")
-class SelfAttention(_ConfiguredLayer):
+class SelfAttention(keras.layers.Layer):
   """Multi-head self-attention with Q/K/V exposed; post-LN residual block."""
 
-  def __init__(self, config: Dict[str, Any], **kwargs):
-    super().__init__(config, **kwargs)
-    cfg = self._cfg
-    self.query = _dense(cfg.hidden_size, cfg, "query", self.dtype_policy)
-    self.key = _dense(cfg.hidden_size, cfg, "key", self.dtype_policy)
-    self.value = _dense(cfg.hidden_size, cfg, "value", self.dtype_policy)
-    self.output_dense = _dense(cfg.hidden_size, cfg, "output", self.dtype_policy)
-    self.layer_norm = _layer_norm(cfg, "layer_norm", self.dtype_policy)
-    self.probs_dropout = keras.layers.Dropout(cfg.attention_dropout,
-                                               dtype=self.dtype_policy)
-    self.output_dropout = keras.layers.Dropout(cfg.hidden_dropout,
-                                         dtype=self.dtype_policy)
+  def __init__(self, hidden_size: int, num_heads: int,
+               attention_dropout: float, hidden_dropout: float,
+               layer_norm_eps: float, initializer_range: float, **kwargs):
+    super().__init__(**kwargs)
+    if hidden_size % num_heads:
+      raise ValueError(f"hidden_size={hidden_size} is not a multiple of "
+                       f"num_heads={num_heads}")
+    self.hidden_size = hidden_size
+    self.num_heads = num_heads
+    self.head_size = hidden_size // num_heads
+    self.attention_dropout = attention_dropout
+    self.hidden_dropout = hidden_dropout
+    self.layer_norm_eps = layer_norm_eps
+    self.initializer_range = initializer_range
+    dtype = self.dtype_policy
+    self.query = _dense(hidden_size, initializer_range, "query", dtype)
+    self.key = _dense(hidden_size, initializer_range, "key", dtype)
+    self.value = _dense(hidden_size, initializer_range, "value", dtype)
+    self.output_dense = _dense(hidden_size, initializer_range, "output", dtype)
+    self.layer_norm = keras.layers.LayerNormalization(
+        epsilon=layer_norm_eps, name="layer_norm", dtype=dtype)
+    self.probs_dropout = ReplicaDropout(attention_dropout, dtype=dtype)
+    self.output_dropout = ReplicaDropout(hidden_dropout, dtype=dtype)
+
+  def get_config(self):
+    return {**super().get_config(), "hidden_size": self.hidden_size,
+            "num_heads": self.num_heads,
+            "attention_dropout": self.attention_dropout,
+            "hidden_dropout": self.hidden_dropout,
+            "layer_norm_eps": self.layer_norm_eps,
+            "initializer_range": self.initializer_range}
 
   def build(self, input_shape=None):
-    shape = (None, None, self._cfg.hidden_size)
+    shape = (None, None, self.hidden_size)
     for layer in (self.query, self.key, self.value, self.output_dense,
                   self.layer_norm):
       layer.build(shape)
@@ -248,7 +308,7 @@ class SelfAttention(_ConfiguredLayer):
   def _split_heads(self, x):
     """`[B, L, D]` -> `[B, H, L, d]`."""
     batch, length = ops.shape(x)[0], ops.shape(x)[1]
-    x = ops.reshape(x, (batch, length, self._cfg.num_heads, self._cfg.head_size))
+    x = ops.reshape(x, (batch, length, self.num_heads, self.head_size))
     return ops.transpose(x, (0, 2, 1, 3))
 
   def project_qkv(self, hidden):
@@ -264,40 +324,62 @@ class SelfAttention(_ConfiguredLayer):
     # Scores, mask and softmax in float32: -1e4 and exp() are unsafe in float16.
     scores = ops.matmul(ops.cast(q, "float32"),
                         ops.transpose(ops.cast(k, "float32"), (0, 1, 3, 2)))
-    scores = scores * (1.0 / float(self._cfg.head_size) ** 0.5)
+    scores = scores * (1.0 / float(self.head_size) ** 0.5)
     key_bias = (1.0 - ops.cast(padding_mask, "float32")) * ATTENTION_MASK_BIAS
     probs = ops.softmax(scores + key_bias[:, None, None, :], axis=-1)
     probs = self.probs_dropout(ops.cast(probs, self.compute_dtype),
                                training=training)
     context = ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3))
     batch, length = ops.shape(context)[0], ops.shape(context)[1]
-    context = ops.reshape(context, (batch, length, self._cfg.hidden_size))
+    context = ops.reshape(context, (batch, length, self.hidden_size))
     out = self.output_dropout(self.output_dense(context), training=training)
     return self.layer_norm(out + hidden), (q, k, v)
 
 
 @keras.saving.register_keras_serializable(package="tf_minilm")
-class TransformerLayer(_ConfiguredLayer):
+class TransformerLayer(keras.layers.Layer):
   """Post-LN Transformer layer: attention block, then feed-forward block."""
 
-  def __init__(self, config: Dict[str, Any], **kwargs):
-    super().__init__(config, **kwargs)
-    cfg = self._cfg
-    self.attention = SelfAttention(config, name="attention",
-                                   dtype=self.dtype_policy)
-    self.intermediate = _dense(cfg.intermediate_size, cfg, "intermediate",
-                               self.dtype_policy)
-    self.output_dense = _dense(cfg.hidden_size, cfg, "output", self.dtype_policy)
-    self.layer_norm = _layer_norm(cfg, "layer_norm", self.dtype_policy)
-    self.dropout = keras.layers.Dropout(cfg.hidden_dropout,
-                                         dtype=self.dtype_policy)
-    self._act = _activation(cfg.hidden_act)
+  def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int,
+               hidden_act: str, attention_dropout: float,
+               hidden_dropout: float, layer_norm_eps: float,
+               initializer_range: float, **kwargs):
+    super().__init__(**kwargs)
+    self.hidden_size = hidden_size
+    self.num_heads = num_heads
+    self.intermediate_size = intermediate_size
+    self.hidden_act = hidden_act
+    self.attention_dropout = attention_dropout
+    self.hidden_dropout = hidden_dropout
+    self.layer_norm_eps = layer_norm_eps
+    self.initializer_range = initializer_range
+    dtype = self.dtype_policy
+    self.attention = SelfAttention(
+        hidden_size, num_heads, attention_dropout, hidden_dropout,
+        layer_norm_eps, initializer_range, name="attention", dtype=dtype)
+    self.intermediate = _dense(intermediate_size, initializer_range,
+                               "intermediate", dtype)
+    self.output_dense = _dense(hidden_size, initializer_range, "output", dtype)
+    self.layer_norm = keras.layers.LayerNormalization(
+        epsilon=layer_norm_eps, name="layer_norm", dtype=dtype)
+    self.dropout = ReplicaDropout(hidden_dropout, dtype=dtype)
+    self._act = _activation(hidden_act)
+
+  def get_config(self):
+    return {**super().get_config(), "hidden_size": self.hidden_size,
+            "num_heads": self.num_heads,
+            "intermediate_size": self.intermediate_size,
+            "hidden_act": self.hidden_act,
+            "attention_dropout": self.attention_dropout,
+            "hidden_dropout": self.hidden_dropout,
+            "layer_norm_eps": self.layer_norm_eps,
+            "initializer_range": self.initializer_range}
 
   def build(self, input_shape=None):
     self.attention.build()
-    self.intermediate.build((None, None, self._cfg.hidden_size))
-    self.output_dense.build((None, None, self._cfg.intermediate_size))
-    self.layer_norm.build((None, None, self._cfg.hidden_size))
+    self.intermediate.build((None, None, self.hidden_size))
+    self.output_dense.build((None, None, self.intermediate_size))
+    self.layer_norm.build((None, None, self.hidden_size))
     self.built = True
 
   def call(self, hidden, padding_mask, training=None):
@@ -309,21 +391,26 @@ class TransformerLayer(_ConfiguredLayer):
 
 
 @keras.saving.register_keras_serializable(package="tf_minilm")
-class Pooler(_ConfiguredLayer):
+class Pooler(keras.layers.Layer):
   """BERT pooler: tanh(dense([CLS] hidden state)), `[B, D]`."""
 
-  def __init__(self, config: Dict[str, Any], **kwargs):
-    super().__init__(config, **kwargs)
-    cfg = self._cfg
-    self.dense = _dense(cfg.hidden_size, cfg, "dense", self.dtype_policy)
+  def __init__(self, hidden_size: int, initializer_range: float, **kwargs):
+    super().__init__(**kwargs)
+    self.hidden_size = hidden_size
+    self.initializer_range = initializer_range
+    self.dense = _dense(hidden_size, initializer_range, "dense",
+                        self.dtype_policy)
+
+  def get_config(self):
+    return {**super().get_config(), "hidden_size": self.hidden_size,
+            "initializer_range": self.initializer_range}
 
   def build(self, input_shape=None):
-    self.dense.build((None, self._cfg.hidden_size))
+    self.dense.build((None, self.hidden_size))
     self.built = True
 
   def call(self, sequence_output):
     return ops.tanh(self.dense(sequence_output[:, 0, :]))
-
 
 
 def encoder_inputs() -> Dict[str, keras.KerasTensor]:
@@ -350,12 +437,20 @@ class Encoder:
                name: str = "encoder"):
     self.config = config
     self.name = name
-    as_dict = config.to_dict()
-    self.embeddings = Embeddings(as_dict, name=f"{name}_embeddings", dtype=dtype)
-    self.layers = [TransformerLayer(as_dict, name=f"{name}_layer_{i}", dtype=dtype)
-                   for i in range(config.num_layers)]
-    self.pooler = (Pooler(as_dict, name=f"{name}_pooler", dtype=dtype)
-                   if config.with_pooler else None)
+    c = config
+    self.embeddings = Embeddings(
+        c.vocab_size, c.hidden_size, c.max_position_embeddings,
+        c.type_vocab_size, c.layer_norm_eps, c.hidden_dropout,
+        c.initializer_range, c.pad_token_id, c.position_style,
+        name=f"{name}_embeddings", dtype=dtype)
+    self.layers = [TransformerLayer(
+        c.hidden_size, c.num_heads, c.intermediate_size, c.hidden_act,
+        c.attention_dropout, c.hidden_dropout, c.layer_norm_eps,
+        c.initializer_range, name=f"{name}_layer_{i}", dtype=dtype)
+                   for i in range(c.num_layers)]
+    self.pooler = (Pooler(c.hidden_size, c.initializer_range,
+                          name=f"{name}_pooler", dtype=dtype)
+                   if c.with_pooler else None)
     self.embeddings.build()
     for layer in self.layers:
       layer.build()
@@ -413,7 +508,3 @@ class Encoder:
 
   def weight_bytes(self) -> int:
     return sum(int(w.numpy().nbytes) for w in self.model.weights)
-
-
-def config_to_json(config: EncoderConfig) -> str:
-  return json.dumps(config.to_dict(), indent=2, sort_keys=True)

@@ -5,6 +5,10 @@ Keras' optimizers all-reduce (and clip) inside `apply` per replica and need a
 merge call that cannot sit in a `tf.cond`; the distiller reduces, clips and
 checks gradients itself and must skip a whole step on overflow, so the update is
 written here (PaddlePaddle's AdamW, which is what the reference trains with).
+
+The learning rate follows iterations, as the reference's scheduler steps once
+per iteration even when its loss scaler skips the update; Adam's bias
+correction follows applied updates (`AdamW.iterations`), as Paddle's does.
 """
 
 from typing import Sequence
@@ -48,8 +52,8 @@ class AdamW(tf.Module):
   Create it inside the strategy scope so its slots are mirrored.
   """
 
-  def __init__(self, variables: Sequence, schedule: WarmupLinearDecay,
-               weight_decay: float, beta_1: float = 0.9, beta_2: float = 0.999,
+  def __init__(self, variables: Sequence, weight_decay: float,
+               beta_1: float = 0.9, beta_2: float = 0.999,
                epsilon: float = 1e-8):
     super().__init__(name="adamw")
     self._strategy = tf.distribute.get_strategy()
@@ -57,7 +61,6 @@ class AdamW(tf.Module):
     names = [getattr(v, "path", v.name) for v in variables]
     self._decays = [not any(n in name.split("/")[-1] for n in NO_DECAY)
                     for name in names]
-    self.schedule = schedule
     self.weight_decay = weight_decay
     self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
     self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False,
@@ -71,15 +74,11 @@ class AdamW(tf.Module):
     return [getattr(v, "path", v.name) for v, d in zip(variables, self._decays)
             if d]
 
-  @property
-  def learning_rate(self) -> tf.Tensor:
-    return self.schedule(self.iterations)
-
-  def apply(self, grads: Sequence) -> None:
+  def apply(self, grads: Sequence, learning_rate: tf.Tensor) -> None:
     """One update from gradients (per-replica values or tensors), called in
     cross-replica context."""
     strategy = self._strategy
-    lr = self.learning_rate
+    lr = tf.cast(learning_rate, tf.float32)
     t = tf.cast(self.iterations + 1, tf.float32)
     correction2 = tf.sqrt(1.0 - tf.pow(self.beta_2, t))
     step_size = lr * correction2 / (1.0 - tf.pow(self.beta_1, t))

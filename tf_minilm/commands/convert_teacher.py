@@ -1,0 +1,59 @@
+"""Convert a HF teacher once; later runs load the Keras weights directly.
+
+  bin/convert_teacher --hf_dir=teachers/chinese-roberta-wwm-ext-large \
+      --output_dir=teachers/roberta-large-tf --num_layers=20
+
+--num_layers keeps only the first N layers (a teacher distilled at layer index
+19 needs 20). The output directory holds tf_minilm_encoder.json,
+encoder.weights.h5 and the tokenizer files; pass it as
+--teacher_model_name_or_path.
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+
+from tf_minilm import cli
+
+
+def define_flags():
+  flags.DEFINE_string("hf_dir", None, "Local HF BERT/RoBERTa directory.")
+  flags.DEFINE_string("output_dir", None, "Converted teacher directory.")
+  flags.DEFINE_integer("num_layers", None, "Keep only the first N layers.")
+  flags.DEFINE_boolean("overwrite", False, "Replace an existing output_dir.")
+
+
+def main(argv):
+  # Imported here, after `cli.filter_startup_noise`: they start TensorFlow.
+  from tf_minilm import convert  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  try:
+    if len(argv) > 1:
+      raise convert.CheckpointError(f"unexpected arguments {argv[1:]}")
+    if not f.hf_dir or not f.output_dir:
+      raise convert.CheckpointError("--hf_dir and --output_dir are required")
+    encoder = convert.load_hf_encoder(f.hf_dir, num_layers=f.num_layers,
+                                      with_pooler=False, dtype="float32",
+                                      name="teacher")
+    convert.save_converted(encoder, f.output_dir, tokenizer_dir=f.hf_dir,
+                           overwrite=f.overwrite)
+  except (convert.CheckpointError, FileExistsError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(json.dumps({"output_dir": f.output_dir,
+                    "layers": encoder.config.num_layers,
+                    "weight_bytes": encoder.weight_bytes()}))
+
+
+def run_main() -> None:
+  """Console-script entry point."""
+  cli.filter_startup_noise()
+  flags.FLAGS.set_default("verbosity", -1)
+  define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run_main()

@@ -1,0 +1,56 @@
+"""Export a distilled student for serving and fine-tuning.
+
+  bin/export --source=OUTPUT_DIR/model_400000 --output_dir=exported
+
+--source: a model_<step>/ directory, a HF model directory, or a training output
+directory (its latest checkpoint). Writes saved_model/ (string-input
+signatures), student.keras, hf/ and export_info.json, atomically.
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+
+from tf_minilm import cli
+
+
+def define_flags():
+  flags.DEFINE_string("source", None, "model_<step>/, HF or training output "
+                      "directory.")
+  flags.DEFINE_string("output_dir", None, "Export directory.")
+  flags.DEFINE_integer("max_seq_length", 128, "Characters, then tokens, per "
+                       "text (as in training).")
+  flags.DEFINE_boolean("overwrite", False, "Replace an existing output_dir.")
+
+
+def main(argv):
+  # Imported here, after `cli.filter_startup_noise`: they start TensorFlow.
+  from tf_minilm import convert  # pylint: disable=g-import-not-at-top
+  from tf_minilm import export  # pylint: disable=g-import-not-at-top
+  from tf_minilm import tokenization  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  try:
+    if len(argv) > 1:
+      raise export.ExportError(f"unexpected arguments {argv[1:]}")
+    if not f.source or not f.output_dir:
+      raise export.ExportError("--source and --output_dir are required")
+    info = export.export(f.source, f.output_dir, f.max_seq_length, f.overwrite)
+  except (export.ExportError, convert.CheckpointError,
+          tokenization.TokenizerError, FileExistsError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(json.dumps(info, indent=2))
+
+
+def run_main() -> None:
+  """Console-script entry point."""
+  cli.filter_startup_noise()
+  flags.FLAGS.set_default("verbosity", -1)  # absl WARNING; -v 0 for INFO
+  define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run_main()

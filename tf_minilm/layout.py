@@ -1,0 +1,67 @@
+"""The run directory: the one owner of every file name inside an output_dir.
+
+  <output_dir>/
+    <config file>        the resolved config of the run (JSON)
+    .lock                held by the running process (io_utils.DirectoryLock)
+    checkpoints/         tf.train.CheckpointManager files (ckpt-<step>.*)
+    tensorboard/         event files
+    model_<step>/        student.keras, hf/ (transformers), tokenizer files
+"""
+
+import glob
+import os
+import shutil
+from typing import List, Optional
+
+from tf_minilm import io_utils
+
+CHECKPOINT_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+MODEL_DIR_PREFIX = "model_"
+STUDENT_KERAS = "student.keras"
+STUDENT_HF = "hf"
+
+
+class RunLayout:
+  """Paths of one run directory; `config_file` names its resolved config."""
+
+  def __init__(self, output_dir: str, config_file: str):
+    self.output_dir = output_dir
+    self.config_path = os.path.join(output_dir, config_file)
+    self.checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
+    self.tensorboard_dir = os.path.join(output_dir, TENSORBOARD_DIR)
+
+  def model_dir(self, step: int) -> str:
+    return os.path.join(self.output_dir, f"{MODEL_DIR_PREFIX}{step}")
+
+  def private(self, path: str, worker: Optional[str]) -> str:
+    """`path`, or a worker's private copy inside it (non-chief workers write
+    there; it is removed when they finish)."""
+    return path if worker is None else os.path.join(path, f".worker_{worker}")
+
+  def read_config(self) -> Optional[str]:
+    """The stored config's text, or None for a new run."""
+    if not os.path.isfile(self.config_path):
+      return None
+    with open(self.config_path, encoding="utf-8") as f:
+      return f.read()
+
+  def write_config(self, text: str) -> None:
+    with io_utils.atomic_file(self.config_path) as f:
+      f.write(text)
+
+  def prepare(self, what: str) -> io_utils.DirectoryLock:
+    """Creates and locks the directory, then removes what killed runs left:
+    staging of exports and configs, and half-written checkpoints."""
+    os.makedirs(self.output_dir, exist_ok=True)
+    lock = io_utils.DirectoryLock(self.output_dir, what).acquire()
+    io_utils.remove_stale_staging(self.output_dir)
+    self.remove_partial_checkpoints()
+    return lock
+
+  def remove_partial_checkpoints(self) -> List[str]:
+    """`ckpt-<step>_temp` directories of a checkpoint write that failed."""
+    partial = glob.glob(os.path.join(self.checkpoint_dir, "*_temp*"))
+    for path in partial:
+      shutil.rmtree(path, ignore_errors=True)
+    return partial

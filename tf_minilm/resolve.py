@@ -1,0 +1,148 @@
+"""Config -> what a distillation run needs, read once from the files it names.
+
+`config.validate` checks each flag on its own and their combinations;
+`resolve` opens the teacher's config and vocabulary, derives the student's
+architecture, lists the shards and compares with a run already in the output
+directory. Every problem is a ConfigError naming the flag, raised before
+anything is written. No TensorFlow op runs here: the runtime must not start
+before the distribution strategy is created.
+"""
+
+import dataclasses
+import os
+from typing import List, Optional
+
+from tf_minilm import config as config_lib
+from tf_minilm import convert
+from tf_minilm import data
+from tf_minilm import layout as layout_lib
+from tf_minilm import losses
+from tf_minilm import modeling
+from tf_minilm import tokenization
+
+ConfigError = config_lib.ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+  """teacher/student: architectures (the teacher's as in its checkpoint);
+  vocab and lower_case: the tokenizer's; shards and eval_shards: input files."""
+  teacher: modeling.EncoderConfig
+  student: modeling.EncoderConfig
+  vocab: List[str]
+  lower_case: bool
+  shards: List[str]
+  eval_shards: Optional[List[str]]
+
+  def tokenizer(self) -> tokenization.BertTokenizer:
+    return tokenization.BertTokenizer(self.vocab, self.lower_case)
+
+
+def run_layout(config: config_lib.DistillConfig) -> layout_lib.RunLayout:
+  return layout_lib.RunLayout(config.output_dir, config_lib.CONFIG_FILENAME)
+
+
+def student_encoder_config(config: config_lib.DistillConfig, vocab_size: int
+                           ) -> modeling.EncoderConfig:
+  """The student's architecture: of `--student_init`, else the preset of
+  `--model_type`/`--num_layers` with the `--student_*` overrides."""
+  if config.student_init:
+    return convert.read_hf_config(config.student_init)[0]
+  overrides = {name: getattr(config, f"student_{name}")
+               for name in ("hidden_size", "num_heads", "intermediate_size")
+               if getattr(config, f"student_{name}")}
+  return modeling.student_config(
+      config.model_type, config.num_layers, vocab_size,
+      hidden_dropout=config.dropout, attention_dropout=config.dropout,
+      **overrides)
+
+
+def _check(condition: bool, flag: str, value, message: str) -> None:
+  if not condition:
+    raise ConfigError(flag, value, message)
+
+
+def check_resume(config: config_lib.DistillConfig) -> None:
+  """Refuses to continue a run in `config.output_dir` with flags (other than
+  RESUMABLE_FIELDS) that differ from those it was started with."""
+  text = run_layout(config).read_config()
+  if text is None:
+    return
+  try:
+    stored = config_lib.DistillConfig.from_json(
+        text, run_layout(config).config_path)
+  except ValueError as e:
+    raise ConfigError("output_dir", config.output_dir, str(e)) from None
+  changed = [f"--{name}={getattr(config, name)} (was {getattr(stored, name)})"
+             for name in config_lib.DistillConfig.__dataclass_fields__
+             if name not in config_lib.RESUMABLE_FIELDS and
+             getattr(config, name) != getattr(stored, name)]
+  if changed:
+    allowed = ", ".join("--" + n for n in config_lib.RESUMABLE_FIELDS)
+    raise ConfigError(
+        "output_dir", config.output_dir,
+        f"holds a run started with other flags: {', '.join(changed)}. Resume "
+        f"with the flags of its {config_lib.CONFIG_FILENAME}, or use a new "
+        f"--output_dir (only {allowed} may change on resume)")
+
+
+def resolve(config: config_lib.DistillConfig) -> Resolved:
+  """Reads what `config` names; raises ConfigError for what cannot run."""
+  c = config
+  try:
+    losses.relation_weights(c.alpha, c.beta)
+  except ValueError as e:
+    raise ConfigError("alpha", c.alpha, f"with --beta={c.beta}: {e}") from None
+  path = c.teacher_model_name_or_path
+  _check(os.path.isdir(path), "teacher_model_name_or_path", path,
+         "is not a directory (expected a local HF model directory or a "
+         "converted teacher)")
+  try:
+    teacher = convert.read_encoder_config(path)
+    vocab = tokenization.load_vocab(os.path.join(path, "vocab.txt"))
+    lower_case = tokenization.read_do_lower_case(path)
+  except (ValueError, OSError) as e:
+    raise ConfigError("teacher_model_name_or_path", path, str(e)) from None
+  expected_style = "roberta" if c.teacher_model_type == "roberta" else "absolute"
+  _check(teacher.position_style == expected_style, "teacher_model_type",
+         c.teacher_model_type, f"does not match the teacher checkpoint at {path}")
+  _check(len(vocab) == teacher.vocab_size, "teacher_model_name_or_path", path,
+         f"vocab.txt has {len(vocab)} tokens but the teacher's vocab_size is "
+         f"{teacher.vocab_size}")
+  _check(0 <= c.teacher_layer_index < teacher.num_layers,
+         "teacher_layer_index", c.teacher_layer_index,
+         f"out of range for the {teacher.num_layers}-layer teacher "
+         f"(0..{teacher.num_layers - 1})")
+  try:
+    student = student_encoder_config(c, teacher.vocab_size)
+  except ValueError as e:
+    flag = "student_init" if c.student_init else "num_layers"
+    raise ConfigError(flag, c.student_init or c.num_layers, str(e)) from None
+  _check(student.vocab_size == teacher.vocab_size,
+         "student_init" if c.student_init else "model_type",
+         c.student_init or c.model_type,
+         f"student vocab_size {student.vocab_size} differs from the teacher's "
+         f"{teacher.vocab_size}")
+  _check(0 <= c.student_layer_index < student.num_layers, "student_layer_index",
+         c.student_layer_index, f"out of range for the {student.num_layers}-layer"
+         f" student (0..{student.num_layers - 1})")
+  _check(c.max_seq_length <= min(student.max_position_embeddings,
+                                 teacher.max_position_embeddings),
+         "max_seq_length", c.max_seq_length,
+         "exceeds the models' max_position_embeddings")
+  try:
+    losses.check_relation_heads(c.num_relation_heads, student.hidden_size,
+                                teacher.hidden_size)
+  except ValueError as e:
+    raise ConfigError("num_relation_heads", c.num_relation_heads, str(e)) from None
+  shards = {}
+  for flag in ("input_dir", "eval_input_dir"):
+    if getattr(c, flag):
+      try:
+        shards[flag] = data.list_shards(getattr(c, flag))
+      except data.DataError as e:
+        raise ConfigError(flag, getattr(c, flag), str(e)) from None
+  check_resume(c)
+  return Resolved(teacher=teacher, student=student, vocab=vocab,
+                  lower_case=lower_case, shards=shards["input_dir"],
+                  eval_shards=shards.get("eval_input_dir"))
