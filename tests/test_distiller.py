@@ -74,6 +74,19 @@ class DistillTestBase(tf.test.TestCase):
                 f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}")
     return proc
 
+  def start_long_run(self, output_dir, until_step):
+    """A bin/distill process that trains (almost) forever, once it has logged
+    `until_step`; returns it and its flags."""
+    flags = self.flags(output_dir, max_steps=100_000, warmup_steps=10,
+                       save_steps=50_000, logging_steps=1)
+    proc = subprocess.Popen([sys.executable, DISTILL] + flags,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    for line in proc.stdout:
+      if line.startswith(f"step {until_step} "):
+        break
+    return proc, flags
+
   @staticmethod
   def logged(stdout, key="loss"):
     """{step: value of `key`} of the printed log lines."""
@@ -132,23 +145,34 @@ class DistillEndToEndTest(DistillTestBase):
                         atol=1e-5, rtol=0)
 
   def test_exact_resume_after_exit(self):
-    straight = os.path.join(self.root, "straight")
-    resumed = os.path.join(self.root, "resumed")
-    full = self.distill(self.flags(straight, max_steps=6, save_steps=6,
-                                   logging_steps=1))
-    first = self.distill(self.flags(resumed, max_steps=6, save_steps=6,
-                                    logging_steps=1, exit_after_steps=3),
-                         expect_rc=75)
+    self._check_exact_resume("plain")
+
+  def test_exact_resume_with_grouped_batching(self):
+    # A window of 3 batches: the stop at step 4 falls inside the second one.
+    out = self._check_exact_resume("grouped", batching="grouped",
+                                   group_window=3, relation_mask="strict",
+                                   exit_after_steps=4)
+    logged = self.logged(out, "padding_share")
+    self.assertLess(max(logged.values()), 0.35)
+
+  def _check_exact_resume(self, name, exit_after_steps=3, **overrides):
+    straight = os.path.join(self.root, f"straight_{name}")
+    resumed = os.path.join(self.root, f"resumed_{name}")
+    common = dict(max_steps=6, save_steps=6, logging_steps=1, **overrides)
+    full = self.distill(self.flags(straight, **common))
+    first = self.distill(self.flags(resumed, exit_after_steps=exit_after_steps,
+                                    **common), expect_rc=75)
     self.assertFalse(os.path.exists(os.path.join(resumed, "model_6")))
-    second = self.distill(self.flags(resumed, max_steps=6, save_steps=6,
-                                     logging_steps=1))
+    second = self.distill(self.flags(resumed, **common))
     want = self.logged(full.stdout)
     got = {**self.logged(first.stdout), **self.logged(second.stdout)}
-    self.assertEqual(sorted(self.logged(second.stdout)), [4, 5, 6])
+    self.assertEqual(sorted(self.logged(second.stdout)),
+                     list(range(exit_after_steps + 1, 7)))
     self.assertEqual(got, want)
     a, b = self.student_weights(straight, 6), self.student_weights(resumed, 6)
-    for name in a:
-      self.assertAllEqual(a[name], b[name], msg=name)
+    for tensor in a:
+      self.assertAllEqual(a[tensor], b[tensor], msg=tensor)
+    return full.stdout
 
   def test_bad_flags_exit_2_and_write_nothing(self):
     out = os.path.join(self.root, "never_written")
@@ -273,15 +297,8 @@ class DistillSafetyTest(DistillTestBase):
   def test_second_run_on_one_output_dir_is_refused_and_a_killed_lock_is_not(
       self):
     out = os.path.join(self.root, "locked")
-    flags = self.flags(out, max_steps=100_000, warmup_steps=10,
-                       save_steps=50_000, logging_steps=1)
-    first = subprocess.Popen([sys.executable, DISTILL] + flags,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             text=True)
+    first, flags = self.start_long_run(out, until_step=1)
     try:
-      for line in first.stdout:
-        if line.startswith("step 1 "):
-          break
       second = self.distill(flags, expect_rc=2)
       self.assertIn(f"is in use by another bin/distill (pid {first.pid} on "
                     "host", second.stderr)
@@ -343,15 +360,8 @@ class DistillPreemptionTest(DistillTestBase):
 
   def test_sigterm_saves_and_the_same_command_resumes(self):
     out = os.path.join(self.root, "preempted")
-    flags = self.flags(out, max_steps=100_000, warmup_steps=10,
-                       save_steps=50_000, logging_steps=1)
-    proc = subprocess.Popen([sys.executable, DISTILL] + flags,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
-    for line in proc.stdout:
-      if line.startswith("step 3 "):
-        proc.send_signal(signal.SIGTERM)
-        break
+    proc, flags = self.start_long_run(out, until_step=3)
+    proc.send_signal(signal.SIGTERM)
     rest = proc.stdout.read()
     self.assertEqual(proc.wait(timeout=300), 75)
     steps = sorted(self.logged(rest))

@@ -57,6 +57,7 @@ class PackagingTest(tf.test.TestCase):
   def test_flag_choices_match_their_owners(self):
     choices = config_lib._CHOICES  # pylint: disable=protected-access
     self.assertEqual(choices["padding"], data.PADDING_MODES)
+    self.assertEqual(choices["batching"], data.BATCHING_MODES)
     self.assertEqual(choices["relation_mask"], losses.MASK_MODES)
 
   def test_console_scripts_are_installed_and_start_quietly(self):

@@ -28,7 +28,8 @@ class EvaluateTest(tf.test.TestCase):
         return trainer.StepLoss(
             total=tf.reduce_mean(x), terms={"double": tf.reduce_mean(2 * x)},
             examples=tf.cast(tf.size(x), tf.float32),
-            tokens=tf.cast(tf.size(x), tf.float32))
+            tokens=tf.cast(tf.size(x), tf.float32),
+            computed_tokens=tf.cast(tf.size(x), tf.float32))
       step = trainer.TrainStep(strategy, loss, [weight],
                                trainer.OptimizationConfig(
                                    learning_rate=1e-3, warmup_steps=0,

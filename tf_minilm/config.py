@@ -70,6 +70,8 @@ class DistillConfig:
   amp_dtype: str = "float16"
   jit: bool = False
   padding: str = "longest"
+  batching: str = "random"
+  group_window: int = 100
   deterministic_data: bool = False
   shuffle_buffer: int = 100_000
   dropout: float = 0.1
@@ -108,8 +110,8 @@ class DistillConfig:
     return f"mixed_{self.amp_dtype}" if self.use_amp else "float32"
 
 
-# The modes of padding and relation_mask are data.PADDING_MODES and
-# losses.MASK_MODES (a test keeps them equal).
+# The modes of padding, batching and relation_mask are data.PADDING_MODES,
+# data.BATCHING_MODES and losses.MASK_MODES (a test keeps them equal).
 _CHOICES = {
     "model_type": ("ppminilm", "roberta"),
     "teacher_model_type": ("bert", "roberta"),
@@ -117,6 +119,7 @@ _CHOICES = {
     "strategy": ("mirrored", "multi_worker", "one_device", "tpu"),
     "amp_dtype": ("float16", "bfloat16"),
     "padding": ("longest", "bucket"),
+    "batching": ("random", "grouped"),
     "relation_mask": ("reference", "strict"),
 }
 
@@ -136,6 +139,11 @@ _HELP = {
                "bucket: to multiples of 32 (for --jit).",
     "relation_mask": "reference: PaddleNLP's masking; strict: padded "
                      "positions excluded from every relation.",
+    "batching": "random: batches of random lines (reference); grouped: "
+                "lines of similar token length batched together within "
+                "windows of --group_window batches (far less padding; use "
+                "with --relation_mask=strict).",
+    "group_window": "Batches per length-sorted window with --batching=grouped.",
     "num_layers": "Student layers (6, 4 or 2).",
     "teacher_layer_index": "0-based teacher layer whose Q/K/V are distilled.",
     "student_layer_index": "0-based student layer whose Q/K/V are trained.",
@@ -231,7 +239,7 @@ def validate(config: DistillConfig) -> None:
            f"must be one of {list(choices)}")
   positive = ("max_seq_length", "batch_size", "max_steps", "grad_accum_steps",
               "logging_steps", "save_steps", "keep_checkpoints", "cpu_replicas",
-              "num_relation_heads", "eval_batches",
+              "num_relation_heads", "eval_batches", "group_window",
               "max_consecutive_skipped_steps")
   for field in dataclasses.fields(c):
     value = getattr(c, field.name)

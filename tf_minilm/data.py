@@ -4,6 +4,15 @@ Each input pipeline (one per worker under `distribute_datasets_from_function`)
 reads its own subset of the shard files, interleaves them, drops blank lines,
 shuffles, batches raw lines, and only then tokenizes, so that resuming (skipping
 already consumed batches) costs file reading, not tokenization.
+
+Batching modes:
+  "random"   batches of consecutive shuffled lines, padded to their longest
+             row (the reference). On sentence corpora most computed tokens are
+             padding: one long sentence widens its whole batch.
+  "grouped"  windows of `group_window` batches of shuffled lines are sorted by
+             token length and cut into batches, whose order inside the window
+             is then shuffled (seeded per window). Every line still appears
+             exactly once per epoch; batches hold sentences of similar length.
 """
 
 import dataclasses
@@ -16,6 +25,7 @@ from tf_minilm import io_utils
 from tf_minilm import tokenization
 
 PADDING_MODES = ("longest", "bucket")
+BATCHING_MODES = ("random", "grouped")
 READ_CHUNK_LINES = 256
 # What tf.strings.strip removes: a line of only these bytes is blank.
 _BLANK_BYTES = b" \t\n\r\x0b\x0c"
@@ -40,6 +50,8 @@ class PipelineConfig:
       interleaving takes whichever file is ready first.
     cycle_length: shard files read concurrently per pipeline.
     repeat: cycle over the files forever (training) or read them once (eval).
+    batching: "random" (reference) or "grouped" by length (module docstring).
+    group_window: batches per length-sorted window with "grouped".
   """
   max_seq_length: int = 128
   batch_size: int = 128
@@ -50,13 +62,18 @@ class PipelineConfig:
   cycle_length: int = 16
   repeat: bool = True
   seed: int = 0
+  batching: str = "random"
+  group_window: int = 100
 
   def __post_init__(self):
     if self.padding not in PADDING_MODES:
       raise DataError(f"padding must be one of {PADDING_MODES}, got "
                       f"{self.padding!r}")
+    if self.batching not in BATCHING_MODES:
+      raise DataError(f"batching must be one of {BATCHING_MODES}, got "
+                      f"{self.batching!r}")
     for name in ("max_seq_length", "batch_size", "bucket_multiple",
-                 "cycle_length"):
+                 "cycle_length", "group_window"):
       if getattr(self, name) < 1:
         raise DataError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.max_seq_length < 3:
@@ -185,6 +202,44 @@ def line_dataset(shards: List[str], config: PipelineConfig,
   return lines
 
 
+def _grouped_batches(lines: tf.data.Dataset,
+                     tokenizer: tokenization.BertTokenizer,
+                     config: PipelineConfig, skip_batches: int
+                     ) -> tf.data.Dataset:
+  """Batches of raw lines grouped by token length (see the module docstring).
+
+  Resuming skips whole windows before tokenization, then the batches already
+  taken from the current window.
+  """
+  window_lines = config.batch_size * config.group_window
+  windows = lines.batch(window_lines, drop_remainder=config.repeat).enumerate()
+  if skip_batches:
+    windows = windows.skip(skip_batches // config.group_window)
+
+  def group(index, window):
+    cut = tokenization.clean_and_cut(window, config.max_seq_length)
+    lengths = tokenizer.encode(cut, config.max_seq_length).row_lengths()
+    window = tf.gather(window, tf.argsort(lengths, stable=True))
+    size = tf.size(window, out_type=tf.int64)
+    num_batches = (size // config.batch_size if config.repeat else
+                   (size + config.batch_size - 1) // config.batch_size)
+    row_lengths = tf.minimum(
+        tf.constant(config.batch_size, tf.int64),
+        size - tf.range(num_batches) * config.batch_size)
+    batches = tf.RaggedTensor.from_row_lengths(
+        window[:tf.reduce_sum(row_lengths)], row_lengths)
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(num_batches), seed=tf.stack([tf.cast(config.seed, tf.int64),
+                                              index]))
+    return tf.gather(batches, order)
+
+  batches = windows.map(group, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=config.deterministic).unbatch()
+  if skip_batches % config.group_window:
+    batches = batches.skip(skip_batches % config.group_window)
+  return batches
+
+
 def make_dataset(shards: List[str], tokenizer: tokenization.BertTokenizer,
                  config: PipelineConfig,
                  input_context: Optional[tf.distribute.InputContext] = None,
@@ -197,10 +252,13 @@ def make_dataset(shards: List[str], tokenizer: tokenization.BertTokenizer,
   """
   options = tf.data.Options()
   options.deterministic = config.deterministic
-  batches = line_dataset(shards, config, input_context).batch(
-      config.batch_size, drop_remainder=config.repeat)
-  if skip_batches:
-    batches = batches.skip(skip_batches)
+  lines = line_dataset(shards, config, input_context)
+  if config.batching == "grouped":
+    batches = _grouped_batches(lines, tokenizer, config, skip_batches)
+  else:
+    batches = lines.batch(config.batch_size, drop_remainder=config.repeat)
+    if skip_batches:
+      batches = batches.skip(skip_batches)
   batches = batches.map(lambda b: encode_batch(b, tokenizer, config),
                         num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=config.deterministic)

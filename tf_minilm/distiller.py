@@ -140,14 +140,16 @@ class DistillationTask:
     return trainer.StepLoss(
         total=out.total, terms=out.terms,
         examples=tf.cast(tf.shape(mask)[0], tf.float32),
-        tokens=tf.reduce_sum(tf.cast(mask, tf.float32)))
+        tokens=tf.reduce_sum(tf.cast(mask, tf.float32)),
+        computed_tokens=tf.cast(tf.size(mask), tf.float32))
 
   def pipeline(self) -> data.PipelineConfig:
     c = self.config
     return data.PipelineConfig(
         max_seq_length=c.max_seq_length, batch_size=c.batch_size,
         padding=c.padding, shuffle_buffer=c.shuffle_buffer,
-        deterministic=c.deterministic_data, seed=c.seed)
+        deterministic=c.deterministic_data, seed=c.seed,
+        batching=c.batching, group_window=c.group_window)
 
   def train_dataset(self, start_step: int):
     """Batches from `start_step` on: each input pipeline skips the batches

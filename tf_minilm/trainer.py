@@ -118,12 +118,14 @@ class StepLoss:
   """What a task's loss function returns for one replica's batch.
 
   total: the scalar to minimise (a mean over the batch); terms: scalars to
-  log; examples and tokens: real sequences and tokens in the batch (float32).
+  log; examples and tokens: real sequences and tokens in the batch;
+  computed_tokens: positions the model computes, padding included (float32).
   """
   total: tf.Tensor
   terms: Dict[str, tf.Tensor]
   examples: tf.Tensor
   tokens: tf.Tensor
+  computed_tokens: tf.Tensor
 
 
 LossFn = Callable[[Dict[str, tf.Tensor], bool], StepLoss]
@@ -205,7 +207,8 @@ class TrainStep(tf.Module):
       grads = [g + tf.cast(s, g.dtype) for g, s in zip(grads, step_grads)]
       values = {k: v / denominator for k, v in dict(out.terms,
                                                     loss=out.total).items()}
-      values.update(tokens=out.tokens, examples=out.examples)
+      values.update(tokens=out.tokens, examples=out.examples,
+                    computed_tokens=out.computed_tokens)
       logs = values if logs is None else {k: logs[k] + values[k] for k in logs}
     return grads, logs
 
@@ -263,7 +266,8 @@ class TrainStep(tf.Module):
       out = self.loss_fn(batch, False)
       sums = {k: v * out.examples for k, v in dict(out.terms,
                                                    loss=out.total).items()}
-      sums.update(examples=out.examples, tokens=out.tokens)
+      sums.update(examples=out.examples, tokens=out.tokens,
+                  computed_tokens=out.computed_tokens)
       return tf.distribute.get_replica_context().all_reduce(
           tf.distribute.ReduceOp.SUM, sums)
     result = self.strategy.run(replica, args=(batch,))
@@ -405,7 +409,7 @@ class _Preemption:
 def format_logs(step: int, logs: Dict[str, float]) -> str:
   keys = ["loss"] + sorted(k for k in logs if "/" in k) + [
       "learning_rate", "loss_scale", "grad_norm", "seq_per_s", "tokens_per_s",
-      "step_time_s", "skipped_steps"]
+      "padding_share", "step_time_s", "skipped_steps"]
   parts = [f"step {step}"]
   for key in keys:
     if key in logs:
@@ -494,7 +498,8 @@ def fit(task: Task, strategy: tf.distribute.Strategy, loop: LoopConfig,
   preemption = _Preemption()
   last: Dict[str, float] = {}
   step, skipped_in_a_row = start, 0
-  window_start, window_steps, window_tokens = time.perf_counter(), 0, 0.0
+  window_start, window_steps = time.perf_counter(), 0
+  window_tokens = window_computed = 0.0
   try:
     for step in range(start + 1, loop.max_steps + 1):
       with preemption.step():
@@ -511,13 +516,16 @@ def fit(task: Task, strategy: tf.distribute.Strategy, loop: LoopConfig,
             f"{saver.manager.latest_checkpoint}")
       window_steps += 1
       window_tokens += float(logs["tokens"])
+      window_computed += float(logs["computed_tokens"])
       if step % loop.logging_steps == 0 or step == loop.max_steps:
         elapsed = time.perf_counter() - window_start
         last = {k: float(v) for k, v in logs.items()
-                if k not in ("tokens", "examples")}
+                if k not in ("tokens", "examples", "computed_tokens")}
         last.update(step=step, step_time_s=elapsed / window_steps,
                     seq_per_s=loop.global_batch * window_steps / elapsed,
                     tokens_per_s=window_tokens / elapsed,
+                    padding_share=1.0 - window_tokens / max(1.0,
+                                                            window_computed),
                     skipped_steps=int(task.train_step.skipped_steps.numpy()))
         with writer.as_default(step=step):
           for key, value in last.items():
@@ -527,7 +535,8 @@ def fit(task: Task, strategy: tf.distribute.Strategy, loop: LoopConfig,
           progress.update(step, [(k, last[k]) for k in ("loss", "learning_rate")])
         else:
           print(format_logs(step, last), flush=True)
-        window_start, window_steps, window_tokens = time.perf_counter(), 0, 0.0
+        window_start, window_steps = time.perf_counter(), 0
+        window_tokens = window_computed = 0.0
       if task.eval_dataset is not None and loop.eval_every and \
           step % loop.eval_every == 0:
         means = evaluate(task)
@@ -565,4 +574,5 @@ def evaluate(task: Task) -> Dict[str, float]:
       totals[key] = totals.get(key, 0.0) + float(value)
   examples = totals.pop("examples", 0.0)
   totals.pop("tokens", None)
+  totals.pop("computed_tokens", None)
   return {key: value / max(1.0, examples) for key, value in totals.items()}
