@@ -37,5 +37,6 @@ setuptools.setup(
                     "demo": ["pillow==13.0.0"]},  # bin/demo's loss plot
     entry_points={"console_scripts": [
         f"tf-minilm-{name.replace('_', '-')}=tf_minilm.commands.{name}:run_main"
-        for name in ("distill", "export", "prepare_corpus", "convert_teacher")]},
+        for name in ("distill", "finetune", "export", "prepare_corpus",
+                     "convert_teacher")]},
 )

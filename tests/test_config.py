@@ -26,11 +26,25 @@ class FlagsTest(tf.test.TestCase):
 
   def test_every_config_field_is_a_flag_and_every_flagfile_parses(self):
     files = sorted(glob.glob(os.path.join(REPO, "configs", "*.flags")))
-    self.assertLen(files, 5)
+    self.assertLen(files, 6)
     for path in files:
+      if os.path.basename(path).startswith("finetune"):
+        continue
       with self.subTest(path=os.path.basename(path)):
         values = parse(f"--flagfile={path}")
         config_lib.DistillConfig(**values)  # every field present and typed
+
+  def test_finetune_flagfile_is_the_recipes_search(self):
+    flag_values = flags.FlagValues()
+    config_lib.define_finetune_flags(flag_values)
+    flag_values(["finetune", f"--flagfile={REPO}/configs/finetune_clue.flags",
+                 "--model_name_or_path=m", "--output_dir=o", "--task=tnews",
+                 "--data_dir=d"])
+    config = config_lib.finetune_from_flags(flag_values)
+    self.assertLen(config.grid(), 12)
+    self.assertEqual(config.grid()[0], (1e-5, 16))
+    self.assertEqual((config.epochs, config.max_seq_length, config.use_pooler),
+                     (3, 128, True))
 
   def test_recipe_flagfile_is_the_published_recipe(self):
     values = parse(f"--flagfile={REPO}/configs/pp_minilm_6l768h.flags")

@@ -63,6 +63,7 @@ class PackagingTest(tf.test.TestCase):
   def test_console_scripts_are_installed_and_start_quietly(self):
     bin_dir = os.path.dirname(sys.executable)
     for name, flag in (("distill", "--teacher_model_name_or_path"),
+                       ("finetune", "--model_name_or_path"),
                        ("export", "--source"), ("prepare-corpus", "--input"),
                        ("convert-teacher", "--hf_dir")):
       with self.subTest(script=name):

@@ -61,6 +61,16 @@ def filter_startup_noise() -> None:
   atexit.register(restore)
 
 
+def warnings_unless_verbose() -> None:
+  """absl (and TensorFlow's Python code, which logs through it) at WARNING
+  unless the user passed --verbosity/-v. Call from `main`, after flag parsing:
+  absl's flag default cannot be changed before `app.run`."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+
+
 def real_stderr() -> int:
   """The terminal's stderr, for a message written just before `os._exit`
   (which the filter thread would not get to forward)."""

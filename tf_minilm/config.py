@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from absl import flags
 
@@ -193,18 +193,21 @@ _HELP = {
 }
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-  """Declares one flag per `DistillConfig` field on `flag_values` (once)."""
-  if "teacher_model_name_or_path" in flag_values:
+def define_dataclass_flags(cls, helps: Dict[str, str],
+                           choices: Dict[str, Tuple[str, ...]],
+                           flag_values: flags.FlagValues) -> None:
+  """Declares one flag per field of the dataclass `cls` (once)."""
+  first = dataclasses.fields(cls)[0].name
+  if first in flag_values:
     return
-  for field in dataclasses.fields(DistillConfig):
+  for field in dataclasses.fields(cls):
     name, default = field.name, field.default
     if default is dataclasses.MISSING:
       default = None
-    kwargs = dict(name=name, default=default, help=_HELP[name],
+    kwargs = dict(name=name, default=default, help=helps[name],
                   flag_values=flag_values)
-    if name in _CHOICES:
-      flags.DEFINE_enum(enum_values=list(_CHOICES[name]), **kwargs)
+    if name in choices:
+      flags.DEFINE_enum(enum_values=list(choices[name]), **kwargs)
     elif field.type in (bool, "bool"):
       flags.DEFINE_boolean(**kwargs)
     elif field.type in (int, "int"):
@@ -215,15 +218,51 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       flags.DEFINE_string(**kwargs)
 
 
+def dataclass_from_flags(cls, flag_values: flags.FlagValues,
+                         required: Sequence[str]):
+  """An instance of the dataclass `cls` from the parsed flags."""
+  values = {name: flag_values[name].value for name in cls.__dataclass_fields__}
+  for name in required:
+    if not values[name]:
+      raise ConfigError(name, values[name], "is required")
+  return cls(**values)
+
+
+def check_resumable(config, stored_text: str, stored_path: str,
+                    resumable: Sequence[str]) -> None:
+  """Refuses to continue a run stored at `stored_path` (its config's JSON)
+  with flags, other than `resumable`, that differ from its own."""
+  try:
+    stored = json.loads(stored_text)
+    if not isinstance(stored, dict):
+      raise ValueError("not a JSON object")
+  except ValueError as e:
+    raise ConfigError("output_dir", config.output_dir,
+                      f"{stored_path}: not a readable config ({e})") from None
+  current = dataclasses.asdict(config)
+  changed = [f"--{name}={current[name]} (was {stored.get(name)})"
+             for name in current
+             if name not in resumable and name in stored and
+             current[name] != stored[name]]
+  if changed:
+    allowed = ", ".join("--" + n for n in resumable)
+    raise ConfigError(
+        "output_dir", config.output_dir,
+        f"holds a run started with other flags: {', '.join(changed)}. Resume "
+        f"with the flags of its {os.path.basename(stored_path)}, or use a new "
+        f"--output_dir (only {allowed} may change on resume)")
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Declares one flag per `DistillConfig` field on `flag_values` (once)."""
+  define_dataclass_flags(DistillConfig, _HELP, _CHOICES, flag_values)
+
+
 def from_flags(flag_values=flags.FLAGS) -> DistillConfig:
   """The config of the parsed flags; `validate` (which `distiller.run` calls
   before anything else) checks the combinations."""
-  values = {name: flag_values[name].value
-            for name in DistillConfig.__dataclass_fields__}
-  for required in ("teacher_model_name_or_path", "input_dir", "output_dir"):
-    if not values[required]:
-      raise ConfigError(required, values[required], "is required")
-  return DistillConfig(**values)
+  return dataclass_from_flags(DistillConfig, flag_values, (
+      "teacher_model_name_or_path", "input_dir", "output_dir"))
 
 
 def _check(condition: bool, flag: str, value: Any, message: str) -> None:
@@ -231,39 +270,28 @@ def _check(condition: bool, flag: str, value: Any, message: str) -> None:
     raise ConfigError(flag, value, message)
 
 
-def validate(config: DistillConfig) -> None:
-  """Raises ConfigError for anything wrong that is knowable before training."""
+def check_common(config, choices: Dict[str, Tuple[str, ...]],
+                 positive: Sequence[str], non_negative: Sequence[str]) -> None:
+  """Choices, finite floats, ranges, the seed, the distribution flags and
+  the output directory: what every training config shares."""
   c = config
-  for name, choices in _CHOICES.items():
-    _check(getattr(c, name) in choices, name, getattr(c, name),
-           f"must be one of {list(choices)}")
-  positive = ("max_seq_length", "batch_size", "max_steps", "grad_accum_steps",
-              "logging_steps", "save_steps", "keep_checkpoints", "cpu_replicas",
-              "num_relation_heads", "eval_batches", "group_window",
-              "max_consecutive_skipped_steps")
+  for name, allowed in choices.items():
+    _check(getattr(c, name) in allowed, name, getattr(c, name),
+           f"must be one of {list(allowed)}")
   for field in dataclasses.fields(c):
     value = getattr(c, field.name)
     if isinstance(value, float):
       _check(math.isfinite(value), field.name, value, "must be a finite number")
   for name in positive:
     _check(getattr(c, name) >= 1, name, getattr(c, name), "must be >= 1")
+  for name in non_negative:
+    _check(getattr(c, name) >= 0, name, getattr(c, name), "must be >= 0")
   _check(0 <= c.seed <= MAX_SEED, "seed", c.seed, f"must be in [0, {MAX_SEED}]")
   _check(c.max_seq_length >= 3, "max_seq_length", c.max_seq_length,
          "must be >= 3 ([CLS], one token, [SEP])")
-  _check(c.warmup_steps >= 0, "warmup_steps", c.warmup_steps, "must be >= 0")
-  _check(c.max_steps >= c.warmup_steps, "max_steps", c.max_steps,
-         f"must be >= --warmup_steps={c.warmup_steps}")
-  for name in ("learning_rate", "adam_epsilon"):
-    _check(getattr(c, name) > 0, name, getattr(c, name), "must be > 0")
-  for name in ("weight_decay", "max_grad_norm", "eval_every", "shuffle_buffer",
-               "exit_after_steps", "student_hidden_size", "student_num_heads",
-               "student_intermediate_size"):
-    _check(getattr(c, name) >= 0, name, getattr(c, name), "must be >= 0")
+  _check(c.learning_rate > 0, "learning_rate", c.learning_rate, "must be > 0")
+  _check(c.adam_epsilon > 0, "adam_epsilon", c.adam_epsilon, "must be > 0")
   _check(0 <= c.dropout < 1, "dropout", c.dropout, "must be in [0, 1)")
-  _check(c.use_amp or not c.teacher_half_precision, "teacher_half_precision",
-         True, "holds the teacher in --amp_dtype and needs --use_amp")
-  _check(not (c.eval_every and not c.eval_input_dir), "eval_every", c.eval_every,
-         "needs --eval_input_dir")
   _check((c.strategy == "tpu") == (c.device == "tpu"), "strategy", c.strategy,
          f"--strategy=tpu and --device=tpu go together, got --device={c.device}")
   _check(c.strategy != "tpu" or c.tpu, "strategy", c.strategy,
@@ -271,6 +299,25 @@ def validate(config: DistillConfig) -> None:
   if c.strategy == "multi_worker":
     validate_tf_config(os.environ.get("TF_CONFIG"))
   _check_output_dir(c.output_dir)
+
+
+def validate(config: DistillConfig) -> None:
+  """Raises ConfigError for anything wrong that is knowable before training."""
+  c = config
+  check_common(c, _CHOICES, positive=(
+      "max_seq_length", "batch_size", "max_steps", "grad_accum_steps",
+      "logging_steps", "save_steps", "keep_checkpoints", "cpu_replicas",
+      "num_relation_heads", "eval_batches", "group_window",
+      "max_consecutive_skipped_steps"), non_negative=(
+          "warmup_steps", "weight_decay", "max_grad_norm", "eval_every",
+          "shuffle_buffer", "exit_after_steps", "student_hidden_size",
+          "student_num_heads", "student_intermediate_size"))
+  _check(c.max_steps >= c.warmup_steps, "max_steps", c.max_steps,
+         f"must be >= --warmup_steps={c.warmup_steps}")
+  _check(c.use_amp or not c.teacher_half_precision, "teacher_half_precision",
+         True, "holds the teacher in --amp_dtype and needs --use_amp")
+  _check(not (c.eval_every and not c.eval_input_dir), "eval_every", c.eval_every,
+         "needs --eval_input_dir")
 
 
 def _check_output_dir(output_dir: str) -> None:
@@ -317,3 +364,163 @@ def validate_tf_config(raw: Optional[str]) -> None:
   if not isinstance(index, int) or isinstance(index, bool) or not (
       0 <= index < len(cluster[job])):
     fail(f"task index {index!r} is not in 0..{len(cluster[job]) - 1}")
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+FINETUNE_CONFIG_FILENAME = "finetune_config.json"
+FINETUNE_RESUMABLE_FIELDS = ("logging_steps", "keep_checkpoints",
+                             "exit_after_steps", "jit", "test_file",
+                             "max_consecutive_skipped_steps")
+CLUE_TASKS = ("afqmc", "tnews", "iflytek", "cmnli", "ocnli", "cluewsc2020",
+              "csl")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+  """Every setting of a fine-tuning run (see `define_finetune_flags`)."""
+  model_name_or_path: str
+  output_dir: str
+  task: str = "custom"
+  data_dir: str = ""
+  train_file: str = ""
+  dev_file: str = ""
+  test_file: str = ""
+  text_column: str = "text"
+  text_pair_column: str = ""
+  label_column: str = "label"
+  id_column: str = ""
+  init_random: bool = False
+  use_pooler: bool = True
+  max_seq_length: int = 128
+  batch_size: int = 32
+  learning_rate: float = 2e-5
+  learning_rates: str = ""
+  batch_sizes: str = ""
+  epochs: int = 3
+  warmup_proportion: float = 0.1
+  weight_decay: float = 0.01
+  adam_epsilon: float = 1e-8
+  max_grad_norm: float = 1.0
+  grad_accum_steps: int = 1
+  dropout: float = 0.1
+  seed: int = 42
+  device: str = "gpu"
+  strategy: str = "mirrored"
+  cpu_replicas: int = 1
+  tpu: str = ""
+  use_amp: bool = False
+  amp_dtype: str = "float16"
+  jit: bool = False
+  logging_steps: int = 50
+  keep_checkpoints: int = 1
+  exit_after_steps: int = 0
+  max_consecutive_skipped_steps: int = 50
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  def grid(self) -> Tuple[Tuple[float, int], ...]:
+    """(learning rate, batch size) settings to train: the grid of
+    --learning_rates x --batch_sizes, or the single setting."""
+    rates = [float(v) for v in self.learning_rates.split(",") if v.strip()] \
+        or [self.learning_rate]
+    sizes = [int(v) for v in self.batch_sizes.split(",") if v.strip()] \
+        or [self.batch_size]
+    return tuple((r, b) for r in rates for b in sizes)
+
+
+_FINETUNE_CHOICES = {
+    "task": CLUE_TASKS + ("custom",),
+    "device": _CHOICES["device"],
+    "strategy": _CHOICES["strategy"],
+    "amp_dtype": _CHOICES["amp_dtype"],
+}
+
+_FINETUNE_HELP = {
+    "model_name_or_path": "A bin/distill model_<step>/ directory, a local HF "
+                          "BERT/RoBERTa directory, or a bin/convert_teacher "
+                          "directory.",
+    "output_dir": "Checkpoints, per-epoch models, best_model/ (with its "
+                  "SavedModel), results and predictions go here.",
+    "task": "A CLUE classification task (reads --data_dir/{train,dev,test}"
+            ".json) or custom (--train_file, --dev_file, --test_file).",
+    "data_dir": "The CLUE task's directory.",
+    "train_file": "Custom task: CSV, TSV (with a header) or JSON lines.",
+    "dev_file": "Custom task: evaluated after every epoch.",
+    "test_file": "Optional: unlabelled examples to predict with the best "
+                 "model (CLUE: test.json when present).",
+    "text_column": "Custom task: column of the text.",
+    "text_pair_column": "Custom task: column of the second text of a pair.",
+    "label_column": "Custom task: column of the label (any strings; the "
+                    "sorted labels of the training file are the classes).",
+    "id_column": "Custom task: column of the id in prediction files "
+                 "(default: the line's index).",
+    "init_random": "Random initialisation of the source's architecture (the "
+                   "no-distillation baseline).",
+    "use_pooler": "Classify BERT's pooled output (tanh dense on [CLS]), as "
+                  "PaddleNLP's and transformers' classifiers do; "
+                  "--nouse_pooler classifies the raw [CLS] state.",
+    "max_seq_length": "Characters per text, then tokens per example.",
+    "batch_size": "Examples per replica per micro-batch.",
+    "learning_rate": "Peak learning rate.",
+    "learning_rates": "Comma-separated: search these learning rates.",
+    "batch_sizes": "Comma-separated: search these batch sizes.",
+    "epochs": "Passes over the training examples.",
+    "warmup_proportion": "Share of the steps of linear warm-up.",
+    "weight_decay": "AdamW decay (not on biases and LayerNorm).",
+    "adam_epsilon": "Adam epsilon.",
+    "max_grad_norm": "Global-norm gradient clipping (0 disables).",
+    "grad_accum_steps": "Micro-batches per optimizer step.",
+    "dropout": "Dropout before the classifier.",
+    "seed": "Seed of initialisation, dropout and data order.",
+    "device": _HELP["device"],
+    "strategy": _HELP["strategy"],
+    "cpu_replicas": _HELP["cpu_replicas"],
+    "tpu": _HELP["tpu"],
+    "use_amp": _HELP["use_amp"],
+    "amp_dtype": _HELP["amp_dtype"],
+    "jit": _HELP["jit"],
+    "logging_steps": _HELP["logging_steps"],
+    "keep_checkpoints": _HELP["keep_checkpoints"],
+    "exit_after_steps": _HELP["exit_after_steps"],
+    "max_consecutive_skipped_steps": _HELP["max_consecutive_skipped_steps"],
+}
+
+
+def define_finetune_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  define_dataclass_flags(FinetuneConfig, _FINETUNE_HELP, _FINETUNE_CHOICES,
+                         flag_values)
+
+
+def finetune_from_flags(flag_values=flags.FLAGS) -> FinetuneConfig:
+  return dataclass_from_flags(FinetuneConfig, flag_values,
+                              ("model_name_or_path", "output_dir"))
+
+
+def validate_finetune(config: FinetuneConfig) -> None:
+  """Raises ConfigError for anything wrong that is knowable before reading."""
+  c = config
+  check_common(c, _FINETUNE_CHOICES, positive=(
+      "max_seq_length", "batch_size", "epochs", "grad_accum_steps",
+      "logging_steps", "keep_checkpoints", "cpu_replicas",
+      "max_consecutive_skipped_steps"), non_negative=(
+          "weight_decay", "max_grad_norm", "exit_after_steps"))
+  _check(0 <= c.warmup_proportion < 1, "warmup_proportion",
+         c.warmup_proportion, "must be in [0, 1)")
+  for flag, kind in (("learning_rates", float), ("batch_sizes", int)):
+    try:
+      values = [kind(v) for v in getattr(c, flag).split(",") if v.strip()]
+    except ValueError:
+      raise ConfigError(flag, getattr(c, flag), f"must be a comma-separated "
+                        f"list of {kind.__name__}s") from None
+    _check(all(v > 0 and math.isfinite(v) for v in values), flag,
+           getattr(c, flag), "must hold positive numbers")
+  if c.task == "custom":
+    for flag in ("train_file", "dev_file"):
+      _check(bool(getattr(c, flag)), flag, getattr(c, flag),
+             "is required with --task=custom")
+  else:
+    _check(bool(c.data_dir), "data_dir", c.data_dir,
+           f"is required with --task={c.task} (the directory of its "
+           "train.json, dev.json and test.json)")

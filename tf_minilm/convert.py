@@ -439,22 +439,26 @@ def load_converted(path: str, dtype: Optional[str] = None,
 
 def export_hf(encoder: modeling.Encoder, output_dir: str,
               tokenizer_dir: Optional[str] = None, do_lower_case: bool = True,
-              overwrite: bool = False) -> None:
+              overwrite: bool = False, prefix: str = "",
+              head_tensors: Optional[Dict[str, np.ndarray]] = None,
+              config_updates: Optional[Dict] = None) -> None:
   """Writes a `transformers.BertModel` directory, atomically.
 
   Files: config.json, model.safetensors (float32), and the tokenizer files of
   `tokenizer_dir` (vocab.txt at least); tokenizer_config.json is written if the
-  source has none.
+  source has none. A model with a head (e.g. BertForSequenceClassification)
+  passes its tensors, `prefix="bert."` for the encoder's, and its config keys.
   """
-  tensors = {}
+  tensors = dict(head_tensors or {})
   for entry in weight_map(encoder.config):
     value = np.asarray(_resolve(encoder, entry.attribute_path).numpy(),
                        dtype=np.float32)
-    tensors[entry.hf_name] = np.ascontiguousarray(
+    tensors[prefix + entry.hf_name] = np.ascontiguousarray(
         value.T if entry.transposed else value)
   with io_utils.atomic_directory(output_dir, overwrite) as staging:
     with open(os.path.join(staging, "config.json"), "w", encoding="utf-8") as f:
-      json.dump(config_to_hf(encoder.config), f, indent=2, sort_keys=True)
+      json.dump(dict(config_to_hf(encoder.config), **(config_updates or {})),
+                f, indent=2, sort_keys=True)
     safetensors.numpy.save_file(tensors, os.path.join(staging, SAFETENSORS),
               metadata={"format": "pt"})
     copied = copy_tokenizer_files(tokenizer_dir, staging) if tokenizer_dir else []

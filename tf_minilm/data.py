@@ -163,6 +163,24 @@ def encode_batch(lines: tf.Tensor, tokenizer: tokenization.BertTokenizer,
           "padding_mask": tf.not_equal(token_ids, tokenizer.pad_id)}
 
 
+def encode_pairs(text: tf.Tensor, text_pair: tf.Tensor,
+                 tokenizer: tokenization.BertTokenizer, max_seq_length: int
+                 ) -> Dict[str, tf.Tensor]:
+  """`[B]` text pairs -> `[CLS] a [SEP] b [SEP]` padded to the longest row:
+  token_ids/segment_ids int32 and padding_mask bool `[B, L]` (each text is
+  cut to `max_seq_length` characters first, as single texts are)."""
+  cut = lambda t: tokenization.clean_and_cut(t, max_seq_length)
+  ids, segments = tokenizer.encode_pair(cut(text), cut(text_pair),
+                                        max_seq_length)
+  # [CLS] [SEP] [SEP] at least; the 3 also keeps an empty batch valid.
+  length = tf.reduce_max(tf.concat([ids.row_lengths(), [3]], 0))
+  shape = tf.stack([ids.nrows(), length])
+  token_ids = tf.cast(ids.to_tensor(tokenizer.pad_id, shape=shape), tf.int32)
+  return {"token_ids": token_ids,
+          "segment_ids": tf.cast(segments.to_tensor(0, shape=shape), tf.int32),
+          "padding_mask": tf.not_equal(token_ids, tokenizer.pad_id)}
+
+
 def _drop_blank(lines: tf.Tensor) -> tf.Tensor:
   """Whitespace-only lines would become [CLS] [SEP]: never train on them."""
   return tf.boolean_mask(lines, tf.strings.length(tf.strings.strip(lines)) > 0)

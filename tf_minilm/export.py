@@ -49,47 +49,30 @@ class ExportError(ValueError):
   """A source that cannot be exported, or an output that would be clobbered."""
 
 
-class ServingModule(tf.Module):
-  """Tokenizer + encoder with string and id signatures."""
+class _TextServing(tf.Module):
+  """String signatures over a model: `serve_text(text)` and
+  `serve_pair(text, text_pair)`, encoded exactly as in training, with the
+  request's shapes checked in the graph; subclasses map the encoded batch to
+  their outputs in `_outputs`."""
 
-  def __init__(self, encoder: modeling.Encoder,
-               tokenizer: tokenization.BertTokenizer, vocab_path: str,
-               max_seq_length: int):
-    super().__init__(name="tf_minilm_serving")
-    self.model = encoder.model
+  def __init__(self, name: str, tokenizer: tokenization.BertTokenizer,
+               vocab_path: str, max_seq_length: int):
+    super().__init__(name=name)
     self.tokenizer = tokenizer
     self.vocab_file = tf.saved_model.Asset(vocab_path)
     self.max_seq_length = max_seq_length
     self.pipeline = data.PipelineConfig(max_seq_length=max_seq_length,
                                         padding="longest", repeat=False)
-    self._vocab_size = encoder.config.vocab_size
-    self._type_vocab_size = encoder.config.type_vocab_size
-    self._max_positions = encoder.config.max_position_embeddings
 
-  def _run(self, ids: tf.Tensor, segments: tf.Tensor, mask: tf.Tensor
-           ) -> Dict[str, tf.Tensor]:
-    out = self.model({"token_ids": ids, "segment_ids": segments,
-                      "padding_mask": tf.cast(mask, tf.bool)}, training=False)
-    sequence = tf.cast(out["sequence_output"], tf.float32)
-    return {"sequence_output": sequence,
-            "pooled_output": tf.cast(out["pooled_output"], tf.float32),
-            "cls_output": sequence[:, 0, :],
-            "input_mask": tf.cast(mask, tf.int32)}
-
-  def _dense(self, ids: tf.RaggedTensor) -> tf.Tensor:
-    # An empty batch still gets a [0, 2] tensor ([CLS] and [SEP] columns).
-    length = tf.reduce_max(tf.concat([ids.row_lengths(), [2]], 0))
-    return tf.cast(ids.to_tensor(default_value=self.tokenizer.pad_id,
-                                 shape=tf.stack([ids.nrows(), length])),
-                   tf.int32)
+  def _outputs(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    raise NotImplementedError
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
   def serve_text(self, text):
     text = tf.ensure_shape(text, [None], name="text_must_be_a_vector")
     # The training pipeline's own encoding, so serving ids are training ids.
-    batch = data.encode_batch(text, self.tokenizer, self.pipeline)
-    return self._run(batch["token_ids"], batch["segment_ids"],
-                     batch["padding_mask"])
+    return self._outputs(data.encode_batch(text, self.tokenizer,
+                                           self.pipeline))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
                                 tf.TensorSpec([None], tf.string,
@@ -103,11 +86,31 @@ class ServingModule(tf.Module):
         message="text and text_pair must hold the same number of texts")
     with tf.control_dependencies([same]):
       text = tf.identity(text)
-    cut = lambda t: tokenization.clean_and_cut(t, self.max_seq_length)
-    ids, segments = self.tokenizer.encode_pair(cut(text), cut(text_pair),
-                                               self.max_seq_length)
-    ids = self._dense(ids)
-    return self._run(ids, self._dense(segments), tf.not_equal(ids, 0))
+    return self._outputs(data.encode_pairs(text, text_pair, self.tokenizer,
+                                           self.max_seq_length))
+
+
+class ServingModule(_TextServing):
+  """Tokenizer + encoder with string and id signatures."""
+
+  def __init__(self, encoder: modeling.Encoder,
+               tokenizer: tokenization.BertTokenizer, vocab_path: str,
+               max_seq_length: int):
+    super().__init__("tf_minilm_serving", tokenizer, vocab_path,
+                     max_seq_length)
+    self.model = encoder.model
+    self._vocab_size = encoder.config.vocab_size
+    self._type_vocab_size = encoder.config.type_vocab_size
+    self._max_positions = encoder.config.max_position_embeddings
+
+  def _outputs(self, batch):
+    mask = batch["padding_mask"]
+    out = self.model(batch, training=False)
+    sequence = tf.cast(out["sequence_output"], tf.float32)
+    return {"sequence_output": sequence,
+            "pooled_output": tf.cast(out["pooled_output"], tf.float32),
+            "cls_output": sequence[:, 0, :],
+            "input_mask": tf.cast(mask, tf.int32)}
 
   @tf.function(input_signature=[
       tf.TensorSpec([None, None], tf.int32, name="input_ids"),
@@ -133,13 +136,44 @@ class ServingModule(tf.Module):
         _assert_in_range(input_mask, 2, "input_mask")]
     with tf.control_dependencies(checks):
       input_ids = tf.identity(input_ids)
-    return self._run(input_ids, segment_ids, tf.not_equal(input_mask, 0))
+    return self._outputs({"token_ids": input_ids, "segment_ids": segment_ids,
+                          "padding_mask": tf.not_equal(input_mask, 0)})
 
 
 def _assert_in_range(values: tf.Tensor, size: int, name: str) -> tf.Operation:
   return tf.debugging.assert_equal(
       tf.reduce_all((values >= 0) & (values < size)), True,
       message=f"{name} must lie in [0, {size})")
+
+
+class ClassifierServingModule(_TextServing):
+  """Tokenizer + fine-tuned classifier: texts (or pairs) -> `logits` and
+  `probabilities` `[B, C]` float32 and `label` `[B]` string."""
+
+  def __init__(self, model: keras.Model, tokenizer: tokenization.BertTokenizer,
+               vocab_path: str, labels, max_seq_length: int):
+    super().__init__("tf_minilm_classifier", tokenizer, vocab_path,
+                     max_seq_length)
+    self.model = model
+    self.labels = tf.constant(list(labels))
+
+  def _outputs(self, batch):
+    logits = tf.cast(self.model(batch, training=False), tf.float32)
+    return {"logits": logits, "probabilities": tf.nn.softmax(logits),
+            "label": tf.gather(self.labels, tf.argmax(logits, -1))}
+
+
+def export_classifier(model: keras.Model,
+                      tokenizer: tokenization.BertTokenizer, vocab_path: str,
+                      labels, max_seq_length: int,
+                      saved_model_dir: str) -> None:
+  """A SavedModel of a fine-tuned classifier's Keras model: serving_default
+  (text) and serving_pair(text, text_pair) (use the one the task was trained
+  on)."""
+  module = ClassifierServingModule(model, tokenizer, vocab_path, labels,
+                                   max_seq_length)
+  tf.saved_model.save(module, saved_model_dir, signatures={
+      "serving_default": module.serve_text, "serving_pair": module.serve_pair})
 
 
 def load_student(source: str) -> modeling.Encoder:

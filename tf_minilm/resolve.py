@@ -65,25 +65,11 @@ def _check(condition: bool, flag: str, value, message: str) -> None:
 def check_resume(config: config_lib.DistillConfig) -> None:
   """Refuses to continue a run in `config.output_dir` with flags (other than
   RESUMABLE_FIELDS) that differ from those it was started with."""
-  text = run_layout(config).read_config()
-  if text is None:
-    return
-  try:
-    stored = config_lib.DistillConfig.from_json(
-        text, run_layout(config).config_path)
-  except ValueError as e:
-    raise ConfigError("output_dir", config.output_dir, str(e)) from None
-  changed = [f"--{name}={getattr(config, name)} (was {getattr(stored, name)})"
-             for name in config_lib.DistillConfig.__dataclass_fields__
-             if name not in config_lib.RESUMABLE_FIELDS and
-             getattr(config, name) != getattr(stored, name)]
-  if changed:
-    allowed = ", ".join("--" + n for n in config_lib.RESUMABLE_FIELDS)
-    raise ConfigError(
-        "output_dir", config.output_dir,
-        f"holds a run started with other flags: {', '.join(changed)}. Resume "
-        f"with the flags of its {config_lib.CONFIG_FILENAME}, or use a new "
-        f"--output_dir (only {allowed} may change on resume)")
+  layout = run_layout(config)
+  text = layout.read_config()
+  if text is not None:
+    config_lib.check_resumable(config, text, layout.config_path,
+                               config_lib.RESUMABLE_FIELDS)
 
 
 def resolve(config: config_lib.DistillConfig) -> Resolved:

@@ -303,9 +303,11 @@ class Task:
   train_step: the task's TrainStep. checkpoint: everything to restore
   (including `train_step.checkpoint_items()`). train_dataset(skip_batches):
   the distributed training data with the first `skip_batches` batches of each
-  input pipeline skipped (resume). eval_dataset: a distributed dataset read
-  once per evaluation, or None. export(model_dir): writes the model atomically.
-  model_weights: the weights that must be finite to be saved.
+  input pipeline skipped (resume). export(model_dir): writes the model
+  atomically. model_weights: the weights that must be finite to be saved.
+  Evaluation every `LoopConfig.eval_every` steps: `evaluate(step)` returns
+  named metrics, or, without it, the loss means over `eval_dataset` (a
+  distributed dataset read once per evaluation).
   """
   train_step: TrainStep
   checkpoint: tf.train.Checkpoint
@@ -313,6 +315,7 @@ class Task:
   export: Callable[[str], None]
   model_weights: Sequence
   eval_dataset: Optional[tf.distribute.DistributedDataset] = None
+  evaluate: Optional[Callable[[int], Dict[str, float]]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -537,14 +540,15 @@ def fit(task: Task, strategy: tf.distribute.Strategy, loop: LoopConfig,
           print(format_logs(step, last), flush=True)
         window_start, window_steps = time.perf_counter(), 0
         window_tokens = window_computed = 0.0
-      if task.eval_dataset is not None and loop.eval_every and \
-          step % loop.eval_every == 0:
-        means = evaluate(task)
+      if loop.eval_every and step % loop.eval_every == 0 and (
+          task.evaluate is not None or task.eval_dataset is not None):
+        means = task.evaluate(step) if task.evaluate else evaluate(task)
         with writer.as_default(step=step):
           for key, value in means.items():
             tf.summary.scalar(f"eval/{key}", value)
-        last["eval_loss"] = means.get("loss", 0.0)
-        print(f"eval step {step} | loss {last['eval_loss']:.6g}", flush=True)
+        last.update({f"eval_{k}": v for k, v in means.items()})
+        print(f"eval step {step} | " + " | ".join(
+            f"{k} {v:.6g}" for k, v in sorted(means.items())), flush=True)
       if step % loop.save_steps == 0 or step == loop.max_steps:
         saver.save(step)
       stop = preemption.requested or (

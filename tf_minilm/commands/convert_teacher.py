@@ -26,6 +26,7 @@ def define_flags():
 
 
 def main(argv):
+  cli.warnings_unless_verbose()
   # Imported here, after `cli.filter_startup_noise`: they start TensorFlow.
   from tf_minilm import convert  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
@@ -50,7 +51,6 @@ def main(argv):
 def run_main() -> None:
   """Console-script entry point."""
   cli.filter_startup_noise()
-  flags.FLAGS.set_default("verbosity", -1)
   define_flags()
   app.run(main)
 

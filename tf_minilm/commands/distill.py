@@ -14,32 +14,23 @@ from absl import flags
 
 from tf_minilm import cli
 from tf_minilm import config as config_lib
+from tf_minilm.commands import training
 
 
 def main(argv):
-  # Imported here, after `cli.filter_startup_noise`: they start TensorFlow.
-  from tf_minilm import distiller  # pylint: disable=g-import-not-at-top
-  from tf_minilm import io_utils  # pylint: disable=g-import-not-at-top
-  from tf_minilm import trainer  # pylint: disable=g-import-not-at-top
+  cli.warnings_unless_verbose()
   if len(argv) > 1:
     print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
     sys.exit(2)
-  try:
-    result = distiller.run(config_lib.from_flags(flags.FLAGS))
-  except (config_lib.ConfigError, io_utils.LockedError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except trainer.RunError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(e.exit_code)
-  if not result.finished:
-    sys.exit(trainer.EXIT_STOPPED_EARLY)
+  # Imported here, after `cli.filter_startup_noise`: it starts TensorFlow.
+  from tf_minilm import distiller  # pylint: disable=g-import-not-at-top
+  training.run_and_exit(distiller.run,
+                        lambda: config_lib.from_flags(flags.FLAGS))
 
 
 def run_main() -> None:
   """Console-script entry point."""
   cli.filter_startup_noise()
-  flags.FLAGS.set_default("verbosity", -1)  # absl WARNING; -v 0 for INFO
   config_lib.define_flags()
   app.run(main)
 

@@ -26,6 +26,7 @@ def define_flags():
 
 
 def main(argv):
+  cli.warnings_unless_verbose()
   # Imported here, after `cli.filter_startup_noise`: they start TensorFlow.
   from tf_minilm import convert  # pylint: disable=g-import-not-at-top
   from tf_minilm import export  # pylint: disable=g-import-not-at-top
@@ -47,7 +48,6 @@ def main(argv):
 def run_main() -> None:
   """Console-script entry point."""
   cli.filter_startup_noise()
-  flags.FLAGS.set_default("verbosity", -1)  # absl WARNING; -v 0 for INFO
   define_flags()
   app.run(main)
 

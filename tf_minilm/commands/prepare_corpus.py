@@ -10,6 +10,7 @@ import sys
 from absl import app
 from absl import flags
 
+from tf_minilm import cli
 from tf_minilm import corpus
 
 
@@ -32,6 +33,7 @@ def define_flags():
 
 
 def main(argv):
+  cli.warnings_unless_verbose()
   if len(argv) > 1:
     print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
     sys.exit(2)
@@ -59,7 +61,6 @@ def main(argv):
 
 def run_main() -> None:
   """Console-script entry point."""
-  flags.FLAGS.set_default("verbosity", -1)  # absl WARNING; -v 0 for INFO
   define_flags()
   app.run(main)
 
