@@ -16,10 +16,9 @@ import tensorflow_text as tf_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 # HF's WordpieceTokenizer.max_input_chars_per_word: a longer word is [UNK].
+# tf-text's limit is in bytes (100 by default): a word of 34 to 100 multi-byte
+# characters is [UNK] there but word pieces in HF.
 MAX_CHARS_PER_WORD = 100
-# tf-text limits words in bytes; 4 bytes per character lets every word of up to
-# MAX_CHARS_PER_WORD characters through, and the character rule is applied here.
-_MAX_BYTES_PER_WORD = 4 * MAX_CHARS_PER_WORD
 
 
 class TokenizerError(ValueError):
@@ -77,10 +76,17 @@ class BertTokenizer(tf.Module):
     self.cls_id = vocab.index("[CLS]")
     self.sep_id = vocab.index("[SEP]")
     self.unk_id = vocab.index("[UNK]")
+    # Two WordPiece tokenizers: tf-text's byte limit (fast), and one that lets
+    # every word of up to MAX_CHARS_PER_WORD characters (4 bytes each)
+    # through, for the rows where the two rules can differ.
     self._wordpiece = tf_text.FastBertTokenizer(
         vocab=vocab, token_out_type=tf.int32, unknown_token="[UNK]",
         lower_case_nfd_strip_accents=False,
-        max_bytes_per_word=_MAX_BYTES_PER_WORD)
+        max_bytes_per_word=MAX_CHARS_PER_WORD)
+    self._wordpiece_long = tf_text.FastBertTokenizer(
+        vocab=vocab, token_out_type=tf.int32, unknown_token="[UNK]",
+        lower_case_nfd_strip_accents=False,
+        max_bytes_per_word=4 * MAX_CHARS_PER_WORD)
     self._is_suffix = tf.constant([t.startswith("##") for t in vocab])
 
   @classmethod
@@ -106,10 +112,27 @@ class BertTokenizer(tf.Module):
     """`[N]` strings -> `[N, (tokens)]` int32 WordPiece ids, no special tokens.
 
     As HF, a word (after splitting on spaces, punctuation and CJK characters)
-    of more than MAX_CHARS_PER_WORD characters becomes one [UNK].
+    of more than MAX_CHARS_PER_WORD characters becomes one [UNK]. The two
+    limits can only differ on a word over MAX_CHARS_PER_WORD bytes, i.e. of
+    at least a quarter as many characters without a space or punctuation:
+    only rows holding such a run (rare) take the exact path, which needs
+    offsets and costs about twice as much.
     """
     normalized = self.normalize(text)
-    pieces, starts, ends = self._wordpiece.tokenize_with_offsets(normalized)
+    fast = self._wordpiece.tokenize(normalized)
+    long_run = -(-(MAX_CHARS_PER_WORD + 1) // 4)
+    may_differ = tf.strings.regex_full_match(
+        normalized, f"(?s).*[^\\s\\p{{P}}]{{{long_run},}}.*")
+    exact_rows = tf.where(may_differ)[:, 0]
+    fast_rows = tf.where(tf.logical_not(may_differ))[:, 0]
+    exact = self._tokenize_by_characters(tf.gather(normalized, exact_rows))
+    merged = tf.concat([tf.gather(fast, fast_rows), exact], axis=0)
+    return tf.gather(merged, tf.argsort(tf.concat([fast_rows, exact_rows], 0)))
+
+  def _tokenize_by_characters(self, normalized: tf.Tensor) -> tf.RaggedTensor:
+    """WordPiece with HF's character limit per word (needs offsets)."""
+    pieces, starts, ends = self._wordpiece_long.tokenize_with_offsets(
+        normalized)
     ids = pieces.flat_values
     # Words start at every piece that is not a "##" continuation; numbered
     # across the batch, since every row starts with a word.
