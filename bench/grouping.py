@@ -21,7 +21,6 @@ import tempfile
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_minilm import config as config_lib

@@ -26,14 +26,6 @@ from tf_minilm import resolve as resolve_lib
 from tf_minilm import trainer
 
 
-def _load(flag: str, path: str, **kwargs) -> modeling.Encoder:
-  """An encoder from the checkpoint a flag names; problems name that flag."""
-  try:
-    return convert.load_encoder(path, **kwargs)
-  except convert.CheckpointError as e:
-    raise config_lib.ConfigError(flag, path, str(e)) from None
-
-
 @dataclasses.dataclass
 class Models:
   teacher: modeling.Encoder

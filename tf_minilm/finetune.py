@@ -265,13 +265,15 @@ class FineTuningTask:
     return self.strategy.experimental_distribute_dataset(
         dataset.prefetch(tf.data.AUTOTUNE))
 
-  def predict(self, dataset: finetune_data.Dataset) -> np.ndarray:
-    """Class probabilities `[N, C]` of every example, in order."""
+  def predict(self, dataset: finetune_data.Dataset,
+              classifier: Optional[Classifier] = None) -> np.ndarray:
+    """Class probabilities `[N, C]` of every example, in order, by
+    `classifier` (default: the one being trained)."""
+    model = (classifier or self.classifier).model
     batches = tf.data.Dataset.from_tensor_slices(_tensors(dataset)).batch(
         self.global_batch).map(self._encode)
     return np.concatenate([
-        tf.nn.softmax(self.classifier.model(model_inputs(b),
-                                            training=False)).numpy()
+        tf.nn.softmax(model(model_inputs(b), training=False)).numpy()
         for b in batches])
 
   def evaluate(self, step: int) -> Dict[str, float]:
@@ -413,8 +415,7 @@ def _keep_best(task: FineTuningTask, layout: layout_lib.RunLayout) -> Dict:
 
 def _write_predictions(task: FineTuningTask, classifier: Classifier,
                        output_dir: str) -> None:
-  task.classifier = classifier
-  predictions = task.predict(task.data.test).argmax(-1)
+  predictions = task.predict(task.data.test, classifier).argmax(-1)
   path = os.path.join(output_dir, f"{task.config.task}_predict.json")
   with io_utils.atomic_file(path) as f:
     for example, label in zip(task.data.test.examples, predictions):
