@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine with Python 3.11 and the package registries:
 #   make demo   runs the main job end to end on an embedded default
 #   make test   runs the whole test suite
-# and `make quality`, the offline benchmark of distilled students (about 1.5 h
+# and `make quality`, the offline benchmark of distilled students (about 2 h
 # on a 2-core CPU; see docs/quality.md).
 # Both create .venv and install the pinned package (with its test and demo
 # extras) into it.
