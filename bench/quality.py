@@ -24,6 +24,12 @@ bin/finetune under one fixed budget for every --seeds seed:
   sample_sample_grouped  as sample_sample with --batching=grouped and
                  --relation_mask=strict (the length-grouped batching check)
   teacher        the teacher itself (the ceiling)
+  teacher_transformers, random_transformers
+                 the teacher and the random floor fine-tuned with
+                 `transformers` (PyTorch) under the same settings and head:
+                 the fidelity check of bin/finetune's whole path (text
+                 truncation, model, optimizer, schedule), which must land
+                 within 1.5 points of it
 Distilled students: same text, steps, batch and seed; random batches and the
 reference masking (the recipe's defaults) except the grouped variant. The
 classifier is dropout + dense on the [CLS] state (--nouse_pooler) for every
@@ -77,7 +83,11 @@ DISTILLED = {
         ["--alpha=0", "--beta=1", "--batching=grouped",
          "--relation_mask=strict"]),
 }
-STUDENTS = ["random", "truncated", *DISTILLED, "teacher"]
+# name -> what it fine-tunes with transformers instead of bin/finetune.
+TRANSFORMERS = {"random_transformers": "random",
+                "teacher_transformers": "teacher"}
+STUDENTS = ["random", "truncated", *DISTILLED, "teacher", *TRANSFORMERS]
+FIDELITY_POINTS = 1.5
 
 
 def table_label(name, student_layers, teacher_layers):
@@ -85,6 +95,9 @@ def table_label(name, student_layers, teacher_layers):
       "random": "random initialisation (floor)",
       "truncated": f"teacher's first {student_layers} layers (truncated)",
       "teacher": f"teacher, all {teacher_layers} layers (ceiling)",
+      "random_transformers": "random initialisation, fine-tuned with "
+                             "transformers",
+      "teacher_transformers": "teacher, fine-tuned with transformers",
   }.get(name) or DISTILLED[name][0]
 
 
@@ -341,6 +354,93 @@ def finetune(name, source, seed, args, data, work_dir):
   return recorded(out + ".json", compute)
 
 
+def read_jsonl(path):
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+def finetune_transformers(name, teacher, seed, args, data, work_dir):
+  """The same fine-tuning as `finetune`, written with transformers and
+  PyTorch as a user would: BertModel, dropout and a dense layer on the raw
+  [CLS] state, AdamW (decay not on biases and LayerNorm), linear warm-up over
+  10% then linear decay, clipping at 1.0, truncation at --max_seq_length
+  tokens; the accuracy on the test split after every epoch."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  train, test = (read_jsonl(path) for path in data)
+  labels = sorted({e["label"] for e in train})
+
+  def compute():
+    print(f"fine-tuning {name} (transformers), seed {seed}", flush=True)
+    start = time.monotonic()
+    transformers.set_seed(seed)
+    if TRANSFORMERS[name] == "random":
+      config = transformers.BertConfig.from_pretrained(
+          teacher, num_hidden_layers=args.student_layers)
+      encoder = transformers.BertModel(config, add_pooling_layer=False)
+    else:
+      encoder = transformers.BertModel.from_pretrained(
+          teacher, add_pooling_layer=False)
+    head = torch.nn.Linear(encoder.config.hidden_size, len(labels))
+    head.weight.data.normal_(0.0, encoder.config.initializer_range)
+    head.bias.data.zero_()
+    dropout = torch.nn.Dropout(0.1)
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(teacher)
+
+    def batches(examples, shuffle):
+      order = (torch.randperm(len(examples)).tolist() if shuffle else
+               range(len(examples)))
+      order = list(order)
+      size = args.finetune_batch_size
+      # bin/finetune drops the last partial training batch.
+      stop = len(order) - len(order) % size if shuffle else len(order)
+      for i in range(0, stop, size):
+        chunk = [examples[j] for j in order[i:i + size]]
+        inputs = tokenizer([e["text"] for e in chunk], truncation=True,
+                           max_length=args.max_seq_length, padding=True,
+                           return_tensors="pt")
+        yield inputs, torch.tensor([labels.index(e["label"])
+                                    for e in chunk])
+
+    parameters = list(encoder.named_parameters()) + [
+        ("classifier." + n, p) for n, p in head.named_parameters()]
+    no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for n, p in parameters if not no_decay(n)],
+          "weight_decay": 0.01},
+         {"params": [p for n, p in parameters if no_decay(n)],
+          "weight_decay": 0.0}],
+        lr=args.finetune_learning_rate, eps=1e-8)
+    steps = len(train) // args.finetune_batch_size * args.finetune_epochs
+    schedule = transformers.get_linear_schedule_with_warmup(
+        optimizer, int(0.1 * steps), steps)
+    accuracies = []
+    for _ in range(args.finetune_epochs):
+      encoder.train()
+      for inputs, target in batches(train, shuffle=True):
+        cls = encoder(**inputs).last_hidden_state[:, 0]
+        loss = torch.nn.functional.cross_entropy(head(dropout(cls)), target)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in parameters], 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+      encoder.eval()
+      correct = 0
+      with torch.no_grad():
+        for inputs, target in batches(test, shuffle=False):
+          logits = head(encoder(**inputs).last_hidden_state[:, 0])
+          correct += int((logits.argmax(-1) == target).sum())
+      accuracies.append(correct / len(test))
+    return {"seconds": time.monotonic() - start,
+            "flags": {"implementation": "transformers " +
+                      transformers.__version__, "seed": seed},
+            "accuracy_per_epoch": accuracies}
+
+  out = os.path.join(work_dir, "finetune", name, f"seed{seed}")
+  return recorded(out + ".json", compute)
+
+
 def summarise(results, student_layers, teacher_layers):
   rows = []
   for name, result in results.items():
@@ -389,6 +489,15 @@ def table(rows, args):
         + f" | {points(row['vs_random'])} | {closed} | {distilled} | "
         f"{row['finetune_minutes']:.1f} |")
   lines.append("")
+  means = {row["name"]: row["mean"] for row in rows}
+  for name, ours in TRANSFORMERS.items():
+    if {name, ours} <= means.keys():
+      difference = 100 * (means[ours] - means[name])
+      verdict = ("within" if abs(difference) <= FIDELITY_POINTS else
+                 "OUTSIDE")
+      lines.append(f"Fidelity, {ours}: bin/finetune − transformers = "
+                   f"{difference:+.1f} points ({verdict} ±{FIDELITY_POINTS}).")
+      lines.append("")
   lines.append(
       f"{len(rows[0]['accuracies'])} fine-tuning seeds; students "
       f"{args.student_layers} layers; distillation {args.distill_steps} steps"
@@ -471,6 +580,8 @@ def run(args):
   for seed in seeds:
     for name in students:
       results[name]["runs"].append(
+          finetune_transformers(name, teacher, seed, args, data, work_dir)
+          if name in TRANSFORMERS else
           finetune(name, sources[name], seed, args, data, work_dir))
 
   rows = summarise(results, args.student_layers,

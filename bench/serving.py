@@ -23,6 +23,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from tf_minilm import convert
 from tf_minilm import export
 from tf_minilm import modeling
+from tf_minilm import text_encoding
 from tf_minilm import tokenization
 from tf_minilm import sample_data
 
@@ -59,7 +60,7 @@ def main():
   print(f"ppminilm 6L-768H, float32, {os.cpu_count()} CPUs, 128-character lines")
   for batch in [int(b) for b in args.batch_sizes.split(",")]:
     lines = tf.constant([text[i * 128:(i + 1) * 128] for i in range(batch)])
-    ids = tokenizer.encode(tokenization.clean_and_cut(lines, 128), 128)
+    ids = text_encoding.TextEncoder(tokenizer, 128).token_ids(lines)
     ids = tf.cast(ids.to_tensor(), tf.int32)
     mask = tf.cast(ids != 0, tf.int32)
     strings = rate(lambda: text_fn(text=lines), args.seconds)

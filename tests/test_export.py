@@ -12,6 +12,7 @@ import hf_fixtures
 from tf_minilm import convert
 from tf_minilm import export
 from tf_minilm import modeling
+from tf_minilm import text_encoding
 from tf_minilm import tokenization
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,8 +134,8 @@ class ExportTest(tf.test.TestCase):
 
   def _keras_outputs(self, texts):
     tokenizer = tokenization.BertTokenizer.from_model_dir(self.teacher_dir)
-    cut = tokenization.clean_and_cut(tf.constant(texts), 16)
-    ids = tokenizer.encode(cut, 16).to_tensor().numpy().astype(np.int32)
+    ids = text_encoding.TextEncoder(tokenizer, 16).encode(
+        tf.constant(texts))["token_ids"].numpy()
     out = self.student.model(hf_fixtures.encoder_inputs(ids, ids != 0))
     return ids, out
 
@@ -153,7 +154,7 @@ class ExportTest(tf.test.TestCase):
     self.assertEqual(mask.shape[0], 4)
     self.assertEqual(mask[0].sum(), 2)   # "" -> [CLS] [SEP]
     self.assertEqual(mask[1].sum(), 2)   # spaces -> [CLS] [SEP]
-    self.assertEqual(mask[2].sum(), 16)  # cut to 16 characters, then tokens
+    self.assertEqual(mask[2].sum(), 16)  # truncated to 16 tokens
     self.assertTrue(np.all(np.isfinite(self.served["bad/sequence_output"])))
     self.assertEqual(self.served["empty/sequence_output"].shape, (0, 2, 24))
 
@@ -185,9 +186,9 @@ class ExportTest(tf.test.TestCase):
 
   def test_pairs_use_segment_ids(self):
     tokenizer = tokenization.BertTokenizer.from_model_dir(self.teacher_dir)
-    cut = lambda t: tokenization.clean_and_cut(tf.constant(t), 16)
-    ids, segments = tokenizer.encode_pair(cut(TEXTS), cut(TEXTS[::-1]), 16)
-    ids, segments = ids.to_tensor().numpy(), segments.to_tensor().numpy()
+    batch = text_encoding.TextEncoder(tokenizer, 16).encode_pairs(
+        tf.constant(TEXTS), tf.constant(TEXTS[::-1]))
+    ids, segments = batch["token_ids"].numpy(), batch["segment_ids"].numpy()
     out = self.student.model({"token_ids": ids, "segment_ids": segments,
                               "padding_mask": ids != 0})
     self.assertAllClose(self.served["pair/sequence_output"],

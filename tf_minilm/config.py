@@ -23,6 +23,10 @@ RESUMABLE_FIELDS = ("max_steps", "logging_steps", "save_steps",
                     "eval_every", "eval_batches", "jit",
                     "max_consecutive_skipped_steps")
 MAX_SEED = 2 ** 31 - 1
+# Fields added since a config could be stored, whose behaviour before they
+# existed was not today's default: a stored config without the field resumes
+# only with this value.
+EARLIER_BEHAVIOUR = {"reference_char_cut": True}
 
 
 class ConfigError(ValueError):
@@ -51,6 +55,7 @@ class DistillConfig:
   beta: float = 1.0
   relation_mask: str = "reference"
   max_seq_length: int = 128
+  reference_char_cut: bool = False
   batch_size: int = 128
   learning_rate: float = 6e-4
   weight_decay: float = 0.01
@@ -149,7 +154,13 @@ _HELP = {
     "student_layer_index": "0-based student layer whose Q/K/V are trained.",
     "num_relation_heads": "Relation heads R (64 for large, 48 for base "
                           "teachers).",
-    "max_seq_length": "Characters per line, then tokens per sequence.",
+    "max_seq_length": "Tokens per sequence, [CLS] and [SEP] included (longer "
+                      "lines are truncated by tokens, as transformers does).",
+    "reference_char_cut": "Cut every line to --max_seq_length characters "
+                          "before tokenizing, as PaddleNLP's pre-training "
+                          "reader does (for Chinese corpora, where a "
+                          "character is about a token; it cuts English "
+                          "lines to a fifth of their tokens).",
     "batch_size": "Sequences per replica per micro-batch.",
     "warmup_steps": "Linear learning-rate warm-up steps.",
     "max_steps": "Training steps; the learning rate reaches 0 here.",
@@ -240,6 +251,8 @@ def check_resumable(config, stored_text: str, stored_path: str,
     raise ConfigError("output_dir", config.output_dir,
                       f"{stored_path}: not a readable config ({e})") from None
   current = dataclasses.asdict(config)
+  stored = {**{name: value for name, value in EARLIER_BEHAVIOUR.items()
+               if name in current}, **stored}
   changed = [f"--{name}={current[name]} (was {stored.get(name)})"
              for name in current
              if name not in resumable and name in stored and
@@ -461,7 +474,9 @@ _FINETUNE_HELP = {
     "use_pooler": "Classify BERT's pooled output (tanh dense on [CLS]), as "
                   "PaddleNLP's and transformers' classifiers do; "
                   "--nouse_pooler classifies the raw [CLS] state.",
-    "max_seq_length": "Characters per text, then tokens per example.",
+    "max_seq_length": "Tokens per example, special tokens included "
+                      "(truncated as transformers does; pairs longest "
+                      "first).",
     "batch_size": "Examples per replica per micro-batch.",
     "learning_rate": "Peak learning rate.",
     "learning_rates": "Comma-separated: search these learning rates.",

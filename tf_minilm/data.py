@@ -17,14 +17,15 @@ Batching modes:
 
 import dataclasses
 import os
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import tensorflow as tf
 
 from tf_minilm import io_utils
+from tf_minilm import text_encoding
 from tf_minilm import tokenization
 
-PADDING_MODES = ("longest", "bucket")
+PADDING_MODES = text_encoding.PADDING_MODES
 BATCHING_MODES = ("random", "grouped")
 READ_CHUNK_LINES = 256
 # What tf.strings.strip removes: a line of only these bytes is blank.
@@ -40,8 +41,9 @@ class PipelineConfig:
   """Settings of one input pipeline.
 
   Attributes:
-    max_seq_length: lines are cut to this many characters, then to this many
-      tokens including [CLS] and [SEP] (as the reference).
+    max_seq_length: tokens per sequence, [CLS] and [SEP] included.
+    char_cut: cut each line to `max_seq_length` characters before tokenizing,
+      as the reference's (Chinese) pre-training reader does.
     batch_size: sequences per replica batch.
     padding: "longest" pads each batch to its longest row (reference);
       "bucket" pads to a multiple of `bucket_multiple` (fewer XLA shapes).
@@ -54,6 +56,7 @@ class PipelineConfig:
     group_window: batches per length-sorted window with "grouped".
   """
   max_seq_length: int = 128
+  char_cut: bool = False
   batch_size: int = 128
   padding: str = "longest"
   bucket_multiple: int = 32
@@ -136,49 +139,11 @@ def list_shards(input_dir: str) -> List[str]:
   return shards
 
 
-def _pad_length(longest: tf.Tensor, config: PipelineConfig) -> tf.Tensor:
-  if config.padding == "longest":
-    return longest
-  multiple = config.bucket_multiple
-  return tf.minimum(((longest + multiple - 1) // multiple) * multiple,
-                    config.max_seq_length)
-
-
-def encode_batch(lines: tf.Tensor, tokenizer: tokenization.BertTokenizer,
-                 config: PipelineConfig) -> Dict[str, tf.Tensor]:
-  """`[B]` strings -> token_ids/segment_ids int32 and padding_mask bool `[B, L]`."""
-  lines = tokenization.clean_and_cut(lines, config.max_seq_length)
-  ids = tokenizer.encode(lines, config.max_seq_length)
-  # Every row holds [CLS] and [SEP]; the 2 also keeps an empty batch valid.
-  longest = tf.cast(tf.reduce_max(tf.concat([ids.row_lengths(), [2]], 0)),
-                    tf.int32)
-  length = _pad_length(longest, config)
-  token_ids = ids.to_tensor(default_value=tokenizer.pad_id)
-  # to_tensor's width is 0, not 2, for an empty batch: pad from its real width.
-  token_ids = tf.pad(token_ids, [[0, 0], [0, length - tf.shape(token_ids)[1]]],
-                     constant_values=tokenizer.pad_id)
-  if config.repeat:  # full batches only: a static batch size for XLA
-    token_ids = tf.ensure_shape(token_ids, [config.batch_size, None])
-  return {"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids),
-          "padding_mask": tf.not_equal(token_ids, tokenizer.pad_id)}
-
-
-def encode_pairs(text: tf.Tensor, text_pair: tf.Tensor,
-                 tokenizer: tokenization.BertTokenizer, max_seq_length: int
-                 ) -> Dict[str, tf.Tensor]:
-  """`[B]` text pairs -> `[CLS] a [SEP] b [SEP]` padded to the longest row:
-  token_ids/segment_ids int32 and padding_mask bool `[B, L]` (each text is
-  cut to `max_seq_length` characters first, as single texts are)."""
-  cut = lambda t: tokenization.clean_and_cut(t, max_seq_length)
-  ids, segments = tokenizer.encode_pair(cut(text), cut(text_pair),
-                                        max_seq_length)
-  # [CLS] [SEP] [SEP] at least; the 3 also keeps an empty batch valid.
-  length = tf.reduce_max(tf.concat([ids.row_lengths(), [3]], 0))
-  shape = tf.stack([ids.nrows(), length])
-  token_ids = tf.cast(ids.to_tensor(tokenizer.pad_id, shape=shape), tf.int32)
-  return {"token_ids": token_ids,
-          "segment_ids": tf.cast(segments.to_tensor(0, shape=shape), tf.int32),
-          "padding_mask": tf.not_equal(token_ids, tokenizer.pad_id)}
+def text_encoder(tokenizer: tokenization.BertTokenizer,
+                 config: PipelineConfig) -> text_encoding.TextEncoder:
+  return text_encoding.TextEncoder(
+      tokenizer, config.max_seq_length, char_cut=config.char_cut,
+      padding=config.padding, bucket_multiple=config.bucket_multiple)
 
 
 def _drop_blank(lines: tf.Tensor) -> tf.Tensor:
@@ -221,7 +186,7 @@ def line_dataset(shards: List[str], config: PipelineConfig,
 
 
 def _grouped_batches(lines: tf.data.Dataset,
-                     tokenizer: tokenization.BertTokenizer,
+                     encoder: text_encoding.TextEncoder,
                      config: PipelineConfig, skip_batches: int
                      ) -> tf.data.Dataset:
   """Batches of raw lines grouped by token length (see the module docstring).
@@ -235,8 +200,7 @@ def _grouped_batches(lines: tf.data.Dataset,
     windows = windows.skip(skip_batches // config.group_window)
 
   def group(index, window):
-    cut = tokenization.clean_and_cut(window, config.max_seq_length)
-    lengths = tokenizer.encode(cut, config.max_seq_length).row_lengths()
+    lengths = encoder.token_ids(window).row_lengths()
     window = tf.gather(window, tf.argsort(lengths, stable=True))
     size = tf.size(window, out_type=tf.int64)
     num_batches = (size // config.batch_size if config.repeat else
@@ -270,14 +234,21 @@ def make_dataset(shards: List[str], tokenizer: tokenization.BertTokenizer,
   """
   options = tf.data.Options()
   options.deterministic = config.deterministic
+  encoder = text_encoder(tokenizer, config)
   lines = line_dataset(shards, config, input_context)
   if config.batching == "grouped":
-    batches = _grouped_batches(lines, tokenizer, config, skip_batches)
+    batches = _grouped_batches(lines, encoder, config, skip_batches)
   else:
     batches = lines.batch(config.batch_size, drop_remainder=config.repeat)
     if skip_batches:
       batches = batches.skip(skip_batches)
-  batches = batches.map(lambda b: encode_batch(b, tokenizer, config),
-                        num_parallel_calls=tf.data.AUTOTUNE,
+
+  def encode(lines):
+    batch = encoder.encode(lines)
+    if config.repeat:  # full batches only: a static batch size for XLA
+      batch = {name: tf.ensure_shape(value, [config.batch_size, None])
+               for name, value in batch.items()}
+    return batch
+  batches = batches.map(encode, num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=config.deterministic)
   return batches.prefetch(tf.data.AUTOTUNE).with_options(options)

@@ -138,8 +138,8 @@ class DistillationTask:
   def pipeline(self) -> data.PipelineConfig:
     c = self.config
     return data.PipelineConfig(
-        max_seq_length=c.max_seq_length, batch_size=c.batch_size,
-        padding=c.padding, shuffle_buffer=c.shuffle_buffer,
+        max_seq_length=c.max_seq_length, char_cut=c.reference_char_cut,
+        batch_size=c.batch_size, padding=c.padding, shuffle_buffer=c.shuffle_buffer,
         deterministic=c.deterministic_data, seed=c.seed,
         batching=c.batching, group_window=c.group_window)
 

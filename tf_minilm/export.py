@@ -10,9 +10,9 @@ Signatures of the SavedModel (all outputs float32 except the mask):
                      not train the pooler; fine-tuning does.
      cls_output      [B, D]: the raw [CLS] hidden state
      input_mask      [B, L] int32: 1 at real tokens
-Text is tokenized in the graph exactly as in training (invalid UTF-8 replaced,
-each text cut to `max_seq_length` characters, HF-exact WordPiece, [CLS]/[SEP],
-truncation to `max_seq_length` tokens), so the ids match training's.
+Text is tokenized in the graph exactly as in training and as `transformers`
+(invalid UTF-8 replaced, HF-exact WordPiece, [CLS]/[SEP], truncation to
+`max_seq_length` tokens, longest first for pairs), so the ids match both.
 
 Malformed requests (a scalar or a matrix of strings, inputs of different batch
 sizes or widths, ids outside the vocabulary, segment ids outside the type
@@ -34,11 +34,11 @@ import tensorflow_text as tf_text
 
 from tf_minilm import config as config_lib
 from tf_minilm import convert
-from tf_minilm import data
 from tf_minilm import io_utils
 from tf_minilm import layout as layout_lib
 from tf_minilm import modeling
 from tf_minilm import resolve
+from tf_minilm import text_encoding
 from tf_minilm import tokenization
 
 SAVED_MODEL = "saved_model"
@@ -61,8 +61,7 @@ class _TextServing(tf.Module):
     self.tokenizer = tokenizer
     self.vocab_file = tf.saved_model.Asset(vocab_path)
     self.max_seq_length = max_seq_length
-    self.pipeline = data.PipelineConfig(max_seq_length=max_seq_length,
-                                        padding="longest", repeat=False)
+    self.encoder = text_encoding.TextEncoder(tokenizer, max_seq_length)
 
   def _outputs(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     raise NotImplementedError
@@ -70,9 +69,7 @@ class _TextServing(tf.Module):
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
   def serve_text(self, text):
     text = tf.ensure_shape(text, [None], name="text_must_be_a_vector")
-    # The training pipeline's own encoding, so serving ids are training ids.
-    return self._outputs(data.encode_batch(text, self.tokenizer,
-                                           self.pipeline))
+    return self._outputs(self.encoder.encode(text))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
                                 tf.TensorSpec([None], tf.string,
@@ -86,8 +83,7 @@ class _TextServing(tf.Module):
         message="text and text_pair must hold the same number of texts")
     with tf.control_dependencies([same]):
       text = tf.identity(text)
-    return self._outputs(data.encode_pairs(text, text_pair, self.tokenizer,
-                                           self.max_seq_length))
+    return self._outputs(self.encoder.encode_pairs(text, text_pair))
 
 
 class ServingModule(_TextServing):

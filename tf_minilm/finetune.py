@@ -35,12 +35,12 @@ import tensorflow as tf
 
 from tf_minilm import config as config_lib
 from tf_minilm import convert
-from tf_minilm import data
 from tf_minilm import export as export_lib
 from tf_minilm import finetune_data
 from tf_minilm import io_utils
 from tf_minilm import layout as layout_lib
 from tf_minilm import modeling
+from tf_minilm import text_encoding
 from tf_minilm import tokenization
 from tf_minilm import trainer
 
@@ -96,11 +96,11 @@ def _tensors(dataset: finetune_data.Dataset):
 def make_encoder(tokenizer: tokenization.BertTokenizer, max_seq_length: int,
                  pairs: bool):
   """(text, text_pair, label) batches -> model inputs and `label`."""
-  config = data.PipelineConfig(max_seq_length=max_seq_length, repeat=False)
+  encoder = text_encoding.TextEncoder(tokenizer, max_seq_length)
 
   def encode(text, text_pair, label):
-    batch = (data.encode_pairs(text, text_pair, tokenizer, max_seq_length)
-             if pairs else data.encode_batch(text, tokenizer, config))
+    batch = (encoder.encode_pairs(text, text_pair) if pairs else
+             encoder.encode(text))
     return dict(batch, label=label)
   return encode
 

@@ -19,6 +19,12 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 # tf-text's limit is in bytes (100 by default): a word of 34 to 100 multi-byte
 # characters is [UNK] there but word pieces in HF.
 MAX_CHARS_PER_WORD = 100
+# What HF's BasicTokenizer reads as whitespace (and turns into a space).
+_WHITESPACE_CHARS = r"\t\n\r\p{Zs}"
+# `tokenize(text, max_tokens)` tokenizes at most this many characters per
+# wanted token before falling back to the whole text: English runs at 4 to 6
+# characters per token, Chinese at about 1.
+PRECUT_CHARS_PER_TOKEN = 8
 
 
 class TokenizerError(ValueError):
@@ -101,15 +107,50 @@ class BertTokenizer(tf.Module):
     U+FFFD and, for lower-case models, combining marks after NFD are deleted.
     CJK characters need no spacing here: FastBertTokenizer splits them itself.
     """
-    text = tf.strings.regex_replace(text, r"[\t\n\r\p{Zs}]", " ")
+    text = tf.strings.regex_replace(text, f"[{_WHITESPACE_CHARS}]", " ")
     if not self.lower_case:
       return tf.strings.regex_replace(text, "[\\p{C}\\x{FFFD}]", "")
     text = tf_text.normalize_utf8(tf.strings.lower(text, encoding="utf-8"),
                                   "NFD")
     return tf.strings.regex_replace(text, "[\\p{C}\\p{Mn}\\x{FFFD}]", "")
 
-  def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
+  def tokenize(self, text: tf.Tensor,
+               max_tokens: Optional[int] = None) -> tf.RaggedTensor:
     """`[N]` strings -> `[N, (tokens)]` int32 WordPiece ids, no special tokens.
+
+    With `max_tokens`, each row holds its first `max_tokens` tokens (those of
+    the whole text), but long texts are not tokenized whole: a row of more
+    than PRECUT_CHARS_PER_TOKEN * max_tokens characters is cut there and then
+    back to before its last whitespace character. That prefix ends where a
+    word of the text ends, and everything up to WordPiece is decided per
+    character or per word (whitespace is no case-ignorable character, so even
+    the final-sigma rule of lower-casing looks no further; NFD reorders only
+    combining marks, never across a space), so its tokens are the first tokens
+    of the text. A row whose prefix holds fewer than `max_tokens` tokens, or
+    no whitespace at all, is tokenized whole.
+    """
+    text = clean_utf8(text)
+    if max_tokens is None:
+      return self._tokenize(text)
+    limit = PRECUT_CHARS_PER_TOKEN * max(max_tokens, 1)
+    long_rows = tf.where(tf.strings.length(text, unit="UTF8_CHAR") > limit)
+    head = tf.strings.substr(tf.gather_nd(text, long_rows), 0, limit,
+                             unit="UTF8_CHAR")
+    prefix = tf.strings.regex_replace(
+        head, f"[{_WHITESPACE_CHARS}][^{_WHITESPACE_CHARS}]*$", "")
+    has_space = tf.strings.length(prefix) < tf.strings.length(head)
+    cut_rows = tf.boolean_mask(long_rows, has_space)
+    pieces = self._tokenize(tf.tensor_scatter_nd_update(
+        text, cut_rows, tf.boolean_mask(prefix, has_space)))
+    cut = tf.scatter_nd(cut_rows, tf.ones_like(cut_rows[:, 0], tf.bool),
+                        tf.shape(text, out_type=tf.int64))
+    pieces = _replace_rows(
+        pieces, cut & (pieces.row_lengths() < max_tokens),
+        lambda rows: self._tokenize(tf.gather(text, rows)))
+    return pieces[:, :max_tokens]
+
+  def _tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
+    """Every token of each (cleaned) text.
 
     As HF, a word (after splitting on spaces, punctuation and CJK characters)
     of more than MAX_CHARS_PER_WORD characters becomes one [UNK]. The two
@@ -119,15 +160,12 @@ class BertTokenizer(tf.Module):
     offsets and costs about twice as much.
     """
     normalized = self.normalize(text)
-    fast = self._wordpiece.tokenize(normalized)
     long_run = -(-(MAX_CHARS_PER_WORD + 1) // 4)
     may_differ = tf.strings.regex_full_match(
         normalized, f"(?s).*[^\\s\\p{{P}}]{{{long_run},}}.*")
-    exact_rows = tf.where(may_differ)[:, 0]
-    fast_rows = tf.where(tf.logical_not(may_differ))[:, 0]
-    exact = self._tokenize_by_characters(tf.gather(normalized, exact_rows))
-    merged = tf.concat([tf.gather(fast, fast_rows), exact], axis=0)
-    return tf.gather(merged, tf.argsort(tf.concat([fast_rows, exact_rows], 0)))
+    return _replace_rows(
+        self._wordpiece.tokenize(normalized), may_differ,
+        lambda rows: self._tokenize_by_characters(tf.gather(normalized, rows)))
 
   def _tokenize_by_characters(self, normalized: tf.Tensor) -> tf.RaggedTensor:
     """WordPiece with HF's character limit per word (needs offsets)."""
@@ -154,53 +192,50 @@ class BertTokenizer(tf.Module):
   def _column(self, batch, token_id) -> tf.RaggedTensor:
     return tf.RaggedTensor.from_tensor(tf.fill([batch, 1], token_id))
 
-  def encode(self, text: tf.Tensor, max_seq_length: int) -> tf.RaggedTensor:
-    """`[CLS] pieces [SEP]`, truncated to `max_seq_length` ids: `[N, (len)]`."""
-    if max_seq_length < 2:
-      raise TokenizerError(f"max_seq_length must be >= 2, got {max_seq_length}")
-    pieces = self.tokenize(text)[:, :max_seq_length - 2]
-    batch = pieces.nrows()
-    return tf.concat([self._column(batch, self.cls_id), pieces,
-                      self._column(batch, self.sep_id)], axis=1)
+  def num_special_tokens(self, pair: bool) -> int:
+    """[CLS] a [SEP] (2), or [CLS] a [SEP] b [SEP] (3)."""
+    return 3 if pair else 2
 
-  def encode_pair(self, text_a: tf.Tensor, text_b: tf.Tensor,
-                  max_seq_length: int):
-    """`[CLS] a [SEP] b [SEP]` and segment ids (0 for a, 1 for b), truncated
-    "longest first" exactly as transformers does. Returns two `[N, (len)]`."""
-    if max_seq_length < 3:
-      raise TokenizerError(f"max_seq_length must be >= 3, got {max_seq_length}")
-    a, b = self.tokenize(text_a), self.tokenize(text_b)
-    budget = max_seq_length - 3
-    len_a, len_b = a.row_lengths(), b.row_lengths()
-    # The `tokenizers` (Rust) LongestFirst rule that transformers' BertTokenizer
-    # applies: the shorter side keeps up to half, the longer side the rest
-    # (the odd token goes to the longer side, to b on a tie).
-    a_short = len_a <= len_b
-    short, long = tf.minimum(len_a, len_b), tf.maximum(len_a, len_b)
-    keep_long = tf.minimum(long, tf.where(short > budget, short,
-                                          tf.maximum(short, budget - short)))
-    over = short + keep_long > budget
-    keep_short = tf.where(over, tf.cast(budget // 2, short.dtype), short)
-    keep_long = tf.where(over, tf.cast(budget // 2 + budget % 2, long.dtype),
-                         keep_long)
-    keep_a = tf.where(a_short, keep_short, keep_long)
-    keep_b = tf.where(a_short, keep_long, keep_short)
-    a = tf.ragged.boolean_mask(a, tf.ragged.range(len_a) < keep_a[:, None])
-    b = tf.ragged.boolean_mask(b, tf.ragged.range(len_b) < keep_b[:, None])
+  def add_special_tokens(self, a: tf.RaggedTensor,
+                         b: Optional[tf.RaggedTensor] = None):
+    """`[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` and the segment ids (0 up to
+    the first [SEP], 1 after it): two `[N, (len)]` int32."""
     batch = a.nrows()
-    ids = tf.concat([self._column(batch, self.cls_id), a,
-                     self._column(batch, self.sep_id), b,
-                     self._column(batch, self.sep_id)], axis=1)
-    first = tf.cast(keep_a + 2, tf.int32)
+    parts = [self._column(batch, self.cls_id), a,
+             self._column(batch, self.sep_id)]
+    if b is not None:
+      parts += [b, self._column(batch, self.sep_id)]
+    ids = tf.concat(parts, axis=1)
+    first = tf.cast(a.row_lengths(), tf.int32) + 2
     segment_ids = tf.cast(
         tf.ragged.range(tf.cast(ids.row_lengths(), tf.int32)) >=
         first[:, None], tf.int32)
     return ids, segment_ids
 
 
-def clean_and_cut(text: tf.Tensor, max_chars: int) -> tf.Tensor:
-  """Invalid UTF-8 -> U+FFFD (deleted by normalisation), then the first
-  `max_chars` characters, as the reference cuts every line before tokenizing."""
-  text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace",
+def _replace_rows(values: tf.RaggedTensor, replace: tf.Tensor,
+                  compute) -> tf.RaggedTensor:
+  """`values` with the rows where `replace` is true taken from
+  `compute(indices of those rows)` instead (no work when there are none)."""
+
+  def merge():
+    replaced_rows = tf.where(replace)[:, 0]
+    kept_rows = tf.where(tf.logical_not(replace))[:, 0]
+    merged = tf.concat([tf.gather(values, kept_rows),
+                        compute(replaced_rows)], axis=0)
+    return tf.gather(merged, tf.argsort(tf.concat([kept_rows, replaced_rows],
+                                                  0)))
+  return tf.cond(tf.reduce_any(replace), merge, lambda: values)
+
+
+def clean_utf8(text: tf.Tensor) -> tf.Tensor:
+  """Invalid UTF-8 -> U+FFFD, which normalisation then deletes (HF reads such
+  bytes as U+FFFD too)."""
+  return tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace",
                                       replacement_char=0xFFFD)
-  return tf.strings.substr(text, 0, max_chars, unit="UTF8_CHAR")
+
+
+def cut_characters(text: tf.Tensor, max_chars: int) -> tf.Tensor:
+  """The first `max_chars` characters of each (cleaned) text: the reference's
+  cut of every pre-training line, before tokenizing."""
+  return tf.strings.substr(clean_utf8(text), 0, max_chars, unit="UTF8_CHAR")
