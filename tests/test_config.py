@@ -54,7 +54,8 @@ class FlagsTest(tf.test.TestCase):
                 learning_rate=6e-4, weight_decay=0.01, adam_epsilon=1e-8,
                 max_grad_norm=1.0, warmup_steps=4000, max_steps=400_000,
                 use_amp=True, amp_dtype="float16", padding="longest",
-                relation_mask="reference", dropout=0.1)
+                relation_mask="reference", dropout=0.1,
+                reference_char_cut=True)
     self.assertEqual({k: values[k] for k in want}, want)
 
   def test_command_line_overrides_the_flagfile(self):

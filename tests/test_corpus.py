@@ -221,6 +221,29 @@ class CorpusTest(tf.test.TestCase):
                                 "/dev/zero.* is not a regular file"):
       self._prepare(["/dev/zero"])
 
+  def test_glob_matches_count_as_if_named(self):
+    self._file("a.txt", "The first file has one sentence here.\n")
+    sub = os.path.join(self.dir, "sub")
+    os.makedirs(sub)
+    with open(os.path.join(sub, "b.txt"), "w", encoding="utf-8") as f:
+      f.write("A directory matched by the glob is read too.\n")
+    manifest, _ = self._prepare([os.path.join(self.dir, "*")], num_shards=1)
+    self.assertEqual(manifest["sentences"], 2)
+    fifo = os.path.join(self.dir, "pipe")
+    os.mkfifo(fifo)
+    with self.assertRaisesRegex(corpus.CorpusError,
+                                "pipe' is not a regular file"):
+      self._prepare([os.path.join(self.dir, "*")], num_shards=1)
+
+  def test_file_names_that_are_not_utf8_are_escaped_in_the_manifest(self):
+    name = os.fsdecode(b"caf\xe9.txt")
+    path = self._file(name, "A sentence from a Latin-1 named file.\n")
+    manifest, out = self._prepare([path], num_shards=1)
+    self.assertEqual(manifest["sources"], [path.encode(
+        "utf-8", "surrogateescape").decode("utf-8", "backslashreplace")])
+    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
+      self.assertIn("caf\\\\xe9.txt", f.read())
+
   def test_output_dir_that_is_a_file_or_a_foreign_directory_is_kept(self):
     good = self._file("good.txt", "一句。\n")
     target = self._file("precious.txt", "keep me\n")

@@ -28,7 +28,7 @@ class PipelineTest(tf.test.TestCase):
     self.lines = [f"line {i} hello world" for i in range(53)]
     for shard in range(5):
       _write(self.dir, f"part-{shard:05d}.txt",
-             "\n".join(self.lines[shard::5]) + "\n\n   \n")
+             "\n".join(self.lines[shard::5]) + "\n\n   \n\u200b\ufeff \u200d\n")
     _write(self.dir, "manifest.json", "{}")
     self.tokenizer = tokenization.BertTokenizer(hf_fixtures.tiny_vocab())
 
@@ -107,6 +107,11 @@ class PipelineTest(tf.test.TestCase):
       data.list_shards(bad)
     message = str(caught.exception)
     self.assertIn("part-0.txt holds only whitespace", message)
+    zero_width = os.path.join(self.get_temp_dir(), "zero_width")
+    _write(zero_width, "part-0.txt", "\u200b\n\u200d \ufeff\n" * 100)
+    with self.assertRaisesRegex(data.DataError, "part-0.txt holds only "
+                                "whitespace, control or zero-width"):
+      data.list_shards(zero_width)
     self.assertIn("part-1.txt.gz is gzip-compressed", message)
     self.assertIn("part-2.txt is not UTF-8 text", message)
 

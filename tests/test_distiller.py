@@ -230,6 +230,20 @@ class DistillEndToEndTest(DistillTestBase):
         self.assertFalse(os.path.exists(out))
     proc = self.distill(self.flags(os.path.join(a_file, "run")), expect_rc=2)
     self.assertIn(f"lies below the file {a_file}, not a directory", proc.stderr)
+    finetune_run = os.path.join(self.root, "a_finetune_run")
+    os.makedirs(finetune_run, exist_ok=True)
+    with open(os.path.join(finetune_run, "finetune_config.json"), "w") as f:
+      f.write("{}")
+    proc = self.distill(self.flags(finetune_run), expect_rc=2)
+    self.assertIn("holds a bin/finetune run (finetune_config.json)",
+                  proc.stderr)
+    self.assertEqual(os.listdir(finetune_run), ["finetune_config.json"])
+    parent = os.path.dirname(self.shards)
+    before = sorted(os.listdir(parent))
+    proc = self.distill(self.flags(parent), expect_rc=2)
+    self.assertIn(f"--input_dir={self.shards}: lies inside --output_dir="
+                  f"{parent}", proc.stderr)
+    self.assertEqual(sorted(os.listdir(parent)), before)
     for tf_config in (None, "{not json", '["a"]', '{"cluster": {"worker": '
                       '["127.0.0.1:1"]}, "task": {"type": "worker", '
                       '"index": 3}}'):
@@ -293,6 +307,32 @@ class DistillSafetyTest(DistillTestBase):
     with self.assertRaisesRegex(export.ExportError, "does not hold every weight"
                                 ".*refusing to export partly random weights"):
       export.load_student(out)
+    config.update(num_layers=2, student_intermediate_size=19)
+    with open(os.path.join(out, "distill_config.json"), "w") as f:
+      json.dump(config, f)
+    with self.assertRaisesRegex(export.ExportError, "in its shape; refusing "
+                                "to export partly random weights"):
+      export.load_student(out)
+
+  def test_a_moved_run_and_a_moved_corpus_resume(self):
+    import shutil  # pylint: disable=g-import-not-at-top
+    out = os.path.join(self.root, "before_move")
+    self.distill(self.flags(out, max_steps=4, save_steps=2))
+    moved, corpus = (os.path.join(self.root, "moved", name)
+                     for name in ("run", "corpus"))
+    shutil.copytree(out, moved)
+    shutil.copytree(self.shards, corpus)
+    # Another output_dir, the corpus elsewhere and spelled with a slash.
+    proc = self.distill(self.flags(moved, input_dir=corpus + "/", max_steps=6,
+                                   save_steps=2))
+    self.assertEqual(sorted(self.logged(proc.stdout)), [6])
+    self.assertTrue(os.path.isdir(os.path.join(moved, "model_6")))
+    with open(os.path.join(corpus, "part-extra.txt"), "w") as f:
+      f.write("another line of text\n")
+    proc = self.distill(self.flags(moved, input_dir=corpus, max_steps=8),
+                        expect_rc=2)
+    self.assertIn(f"--input_dir={corpus} (its contents changed since the run "
+                  "started)", proc.stderr)
 
   def test_second_run_on_one_output_dir_is_refused_and_a_killed_lock_is_not(
       self):

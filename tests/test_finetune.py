@@ -140,6 +140,70 @@ class ClueReaderTest(tf.test.TestCase):
                                 "cannot tell the format"):
       finetune_data.read_table(os.path.join(self.dir, "t.xlsx"), "a", "b")
 
+  def _table(self, name, content, mode="w", encoding="utf-8"):
+    path = os.path.join(self.dir, name)
+    with open(path, mode, **({} if "b" in mode else {"encoding": encoding})
+              ) as f:
+      f.write(content)
+    return path
+
+  def test_labels_that_are_missing_or_ambiguous_are_refused(self):
+    cases = [
+        ("null.jsonl", '{"text": "a", "label": null}\n{"text": "b", '
+         '"label": "x"}\n', r"null.jsonl:1: field 'label' has no usable "
+         r"label \(null\)"),
+        ("empty.csv", "text,label\na,\nb,x\n",
+         r"empty.csv:2: field 'label' is empty"),
+        ("short.csv", "text,label\na\nb,x\n",
+         r"short.csv:2: fewer fields than the header's 2"),
+        ("numbers.jsonl", '{"text": "a", "label": 1}\n{"text": "b", '
+         '"label": "1.0"}\n', r"numbers.jsonl: the labels '1' and '1.0' "
+         r"name the same number"),
+        ("one.csv", "text,label\na,x\nb,x\n",
+         r"one.csv: every example has the label 'x'; a classifier needs at "
+         r"least two classes"),
+        ("twice.csv", "text,label,text\na,x,b\n",
+         r"twice.csv:1: the header names the columns \['text'\] more than "
+         r"once"),
+    ]
+    for name, content, message in cases:
+      with self.subTest(file=name):
+        with self.assertRaisesRegex(finetune_data.DataFormatError, message):
+          finetune_data.read_table(self._table(name, content), "text",
+                                   "label")
+
+  def test_json_numbers_1_and_1_0_are_one_class(self):
+    path = self._table("float.jsonl", '{"text": "a", "label": 1}\n'
+                       '{"text": "b", "label": 1.0}\n{"text": "c", '
+                       '"label": 0}\n')
+    data = finetune_data.read_table(path, "text", "label")
+    self.assertEqual(data.labels, ("0", "1"))
+    self.assertEqual([e.label for e in data.examples], [1, 1, 0])
+
+  def test_missing_id_column_is_refused(self):
+    path = self._table("ids.jsonl", '{"text": "a", "id": 7}\n'
+                       '{"text": "b"}\n')
+    with self.assertRaisesRegex(finetune_data.DataFormatError,
+                                r"ids.jsonl:2: missing field 'id'"):
+      finetune_data.read_table(path, "text", None, id_column="id")
+
+  def test_encodings_and_long_fields(self):
+    utf16 = self._table("utf16.csv", "text,label\nné,x\nb,y\n",
+                        encoding="utf-16")
+    self.assertEqual(finetune_data.read_table(utf16, "text", "label")
+                     .examples[0].text, "né")
+    latin1 = self._table("latin1.csv", "text,label\nok,x\nn\xe9,y\n".encode(
+        "latin-1"), mode="wb")
+    with self.assertRaisesRegex(finetune_data.DataFormatError,
+                                r"latin1.csv:3: not UTF-8 text \(byte "
+                                r"b'\\xe9' at offset 17\); save the file as "
+                                "UTF-8"):
+      finetune_data.read_table(latin1, "text", "label")
+    long_text = "w " * 100_000
+    wide = self._table("wide.csv", f"text,label\n{long_text},x\nb,y\n")
+    self.assertLen(finetune_data.read_table(wide, "text", "label")
+                   .examples[0].text, len(long_text))
+
   def test_metrics(self):
     labels = np.array([0, 0, 1, 2, 2, 2])
     predictions = np.array([0, 1, 1, 2, 2, 0])
@@ -149,6 +213,90 @@ class ClueReaderTest(tf.test.TestCase):
     self.assertAllClose(result["macro_f1"], (0.5 + 2 / 3 + 0.8) / 3)
     self.assertNotIn("macro_f1", finetune.metrics(labels[:3] % 2,
                                                   predictions[:3] % 2, 2))
+
+
+class FinetuneInputChecksTest(tf.test.TestCase):
+  """What `finetune.run` refuses before it trains or writes anything."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    import tempfile  # pylint: disable=g-import-not-at-top
+    cls.root = tempfile.mkdtemp(prefix="finetune_checks_")
+    cls.model = os.path.join(cls.root, "model")
+    hf_fixtures.make_hf_model(cls.model, num_hidden_layers=1, hidden_size=24,
+                              num_attention_heads=3, intermediate_size=37)
+    cls.train = _write_lines(os.path.join(cls.root, "data", "train.jsonl"),
+                             _marker_examples(20, 1))
+    cls.dev = _write_lines(os.path.join(cls.root, "data", "dev.jsonl"),
+                           _marker_examples(10, 2))
+
+  def _model_with_vocab(self, name, edit):
+    import shutil  # pylint: disable=g-import-not-at-top
+    path = os.path.join(self.root, name)
+    if not os.path.isdir(path):
+      shutil.copytree(self.model, path)
+      vocab_path = os.path.join(path, "vocab.txt")
+      with open(vocab_path, encoding="utf-8") as f:
+        vocab = f.read().split("\n")[:-1]
+      with open(vocab_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(edit(vocab)) + "\n")
+    return path
+
+  def _refused(self, message, output_dir=None, **overrides):
+    from tf_minilm import config as config_lib  # pylint: disable=g-import-not-at-top
+    output_dir = output_dir or os.path.join(self.root, "never")
+    values = dict(model_name_or_path=self.model, output_dir=output_dir,
+                  train_file=self.train, dev_file=self.dev, device="cpu",
+                  max_seq_length=16, batch_size=8)
+    values.update(overrides)
+    existed = os.path.exists(output_dir)
+    before = sorted(os.listdir(output_dir)) if existed else None
+    with self.assertRaises(config_lib.ConfigError) as raised:
+      finetune.run(config_lib.FinetuneConfig(**values))
+    self.assertIn(message, str(raised.exception))
+    self.assertEqual(os.path.exists(output_dir), existed)
+    if existed:
+      self.assertEqual(sorted(os.listdir(output_dir)), before)
+
+  def test_an_input_inside_the_output_dir_is_refused(self):
+    out = os.path.join(self.root, "holds_input")
+    test_file = _write_lines(os.path.join(out, "custom_predict.json"),
+                             [{"text": "keep me"}])
+    self._refused(f"--test_file={test_file}: lies inside --output_dir={out}",
+                  output_dir=out, test_file=test_file)
+    with open(test_file, encoding="utf-8") as f:
+      self.assertEqual(f.read(), '{"text": "keep me"}\n')
+
+  def test_another_tools_run_directory_is_refused(self):
+    out = os.path.join(self.root, "distill_run")
+    _write_lines(os.path.join(out, "distill_config.json"), ["{}"])
+    self._refused("holds a bin/distill run (distill_config.json)",
+                  output_dir=out)
+
+  def test_source_that_does_not_fit_the_flags_is_refused(self):
+    long_vocab = self._model_with_vocab(
+        "long_vocab", lambda v: v + [f"extra{i}" for i in range(5)])
+    self._refused("vocab.txt has 104 tokens but the model embeds only 99",
+                  model_name_or_path=long_vocab)
+    pad_later = self._model_with_vocab(
+        "pad_later", lambda v: [v[1], v[0]] + v[2:])
+    self._refused("[PAD] must have id 0", model_name_or_path=pad_later)
+    self._refused("--max_seq_length=64: exceeds the model's 40 positions",
+                  max_seq_length=64)
+
+  def test_every_grid_setting_is_checked_before_the_first_trains(self):
+    self._refused("--batch_sizes=8,400: the 20 training examples make no "
+                  "step of 400", batch_sizes="8,400")
+    self._refused("--learning_rates=2e-5,2.0000001e-5: learning rate 2e-05 "
+                  "/ batch size 8 is listed twice",
+                  learning_rates="2e-5,2.0000001e-5")
+
+  def test_a_bad_dev_line_names_the_dev_file(self):
+    bad_dev = _write_lines(os.path.join(self.root, "bad", "dev.jsonl"),
+                           [{"text": "a", "label": None}])
+    self._refused(f"--dev_file={bad_dev}: {bad_dev}:1: field 'label' has no "
+                  "usable label (null)", dev_file=bad_dev)
 
 
 class FinetuneEndToEndTest(tf.test.TestCase):

@@ -45,6 +45,21 @@ class EvaluateTest(tf.test.TestCase):
     self.assertAllClose(means, {"loss": 3.0, "double": 6.0})
 
 
+class WriteFailureTest(tf.test.TestCase):
+
+  def test_a_full_disk_during_a_copy_is_one_line(self):
+    import errno  # pylint: disable=g-import-not-at-top
+    import shutil  # pylint: disable=g-import-not-at-top
+    copy_error = shutil.Error([("model_3/hf/model.safetensors",
+                                "best_model/hf/model.safetensors",
+                                "[Errno 28] No space left on device")])
+    for error in (copy_error, OSError(errno.ENOSPC, "No space left")):
+      message = trainer.write_failure(error, "/runs/x", "best_model/")
+      self.assertStartsWith(message, "no space left on /runs/x while writing "
+                            "the best_model/; it was not written")
+      self.assertNotIn("Errno", message)
+
+
 class PreemptionTest(tf.test.TestCase):
 
   def test_a_signal_stops_a_step_that_waits_for_data_forever(self):

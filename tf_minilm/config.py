@@ -8,6 +8,7 @@ config names (teacher, vocabulary, shards, a previous run) is checked once by
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -23,6 +24,17 @@ RESUMABLE_FIELDS = ("max_steps", "logging_steps", "save_steps",
                     "eval_every", "eval_batches", "jit",
                     "max_consecutive_skipped_steps")
 MAX_SEED = 2 ** 31 - 1
+# Flags that name input files or directories: on resume they are compared by
+# resolved path or, failing that, by what they hold (a run directory, or its
+# inputs, may have been moved or copied). The stored config keeps what each
+# held under IDENTITIES_KEY.
+PATH_FIELDS = ("teacher_model_name_or_path", "input_dir", "eval_input_dir",
+               "student_init", "model_name_or_path", "data_dir", "train_file",
+               "dev_file", "test_file")
+IDENTITIES_KEY = "input_identities"
+# Files up to this size count by their bytes in an identity, larger ones by
+# their size (a corpus manifest, configs and vocabularies are small).
+_IDENTITY_HASHED_BYTES = 1 << 20
 # Fields added since a config could be stored, whose behaviour before they
 # existed was not today's default: a stored config without the field resumes
 # only with this value.
@@ -94,7 +106,7 @@ class DistillConfig:
   tpu: str = ""
 
   def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+    return stored_json(self)
 
   @classmethod
   def from_json(cls, text: str, source: str) -> "DistillConfig":
@@ -103,6 +115,7 @@ class DistillConfig:
       values = json.loads(text)
       if not isinstance(values, dict):
         raise ValueError("not a JSON object")
+      values.pop(IDENTITIES_KEY, None)
       unknown = sorted(set(values) - set(cls.__dataclass_fields__))
       if unknown:
         raise ValueError(f"unknown fields {unknown}")
@@ -239,6 +252,58 @@ def dataclass_from_flags(cls, flag_values: flags.FlagValues,
   return cls(**values)
 
 
+def path_identity(path: str) -> Optional[str]:
+  """A digest of what a file or directory holds: its files' relative names
+  and their bytes (or, past _IDENTITY_HASHED_BYTES, sizes); hidden files
+  and directories excluded. None if it does not exist."""
+  if not path or not os.path.exists(path):
+    return None
+  digest = hashlib.sha256()
+  if os.path.isfile(path):
+    entries = [("", path)]
+  else:
+    entries = []
+    for root, dirs, names in os.walk(path):
+      dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+      entries += [(os.path.relpath(os.path.join(root, n), path),
+                   os.path.join(root, n))
+                  for n in sorted(names) if not n.startswith(".")]
+  for name, full in entries:
+    size = os.path.getsize(full)
+    digest.update(f"{name}\0{size}\0".encode("utf-8", "surrogateescape"))
+    if size <= _IDENTITY_HASHED_BYTES:
+      with open(full, "rb") as f:
+        digest.update(f.read())
+  return digest.hexdigest()
+
+
+def stored_json(config) -> str:
+  """The config as stored in its output_dir: every field, and the identity
+  of every input it names."""
+  values = dataclasses.asdict(config)
+  values[IDENTITIES_KEY] = {
+      name: path_identity(values[name]) for name in PATH_FIELDS
+      if values.get(name)}
+  return json.dumps(values, indent=2, sort_keys=True)
+
+
+def _input_change(name: str, current: str, stored: str,
+                  identities: Dict[str, str]) -> Optional[str]:
+  """How the input flag `name` differs from the stored run's, or None: by
+  what it holds where the run recorded that, else by resolved path."""
+  if not current or not stored:
+    return None if current == stored else f"(was {stored or 'unset'})"
+  if identities.get(name) is not None:
+    if path_identity(current) == identities[name]:
+      return None
+    if os.path.realpath(current) == os.path.realpath(stored):
+      return "(its contents changed since the run started)"
+    return f"(was {stored}, which held other contents)"
+  if os.path.realpath(current) == os.path.realpath(stored):
+    return None
+  return f"(was {stored})"
+
+
 def check_resumable(config, stored_text: str, stored_path: str,
                     resumable: Sequence[str]) -> None:
   """Refuses to continue a run stored at `stored_path` (its config's JSON)
@@ -251,12 +316,19 @@ def check_resumable(config, stored_text: str, stored_path: str,
     raise ConfigError("output_dir", config.output_dir,
                       f"{stored_path}: not a readable config ({e})") from None
   current = dataclasses.asdict(config)
+  identities = stored.pop(IDENTITIES_KEY, None) or {}
   stored = {**{name: value for name, value in EARLIER_BEHAVIOUR.items()
                if name in current}, **stored}
-  changed = [f"--{name}={current[name]} (was {stored.get(name)})"
-             for name in current
-             if name not in resumable and name in stored and
-             current[name] != stored[name]]
+  # The run is where it is now: a moved or copied run directory resumes.
+  ignored = set(resumable) | {"output_dir"}
+
+  def change(name):
+    if name in PATH_FIELDS:
+      return _input_change(name, current[name], stored[name], identities)
+    return None if current[name] == stored[name] else \
+        f"(was {stored[name]})"
+  changed = [f"--{name}={current[name]} {change(name)}" for name in current
+             if name not in ignored and name in stored and change(name)]
   if changed:
     allowed = ", ".join("--" + n for n in resumable)
     raise ConfigError(
@@ -431,7 +503,7 @@ class FinetuneConfig:
   max_consecutive_skipped_steps: int = 50
 
   def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+    return stored_json(self)
 
   def grid(self) -> Tuple[Tuple[float, int], ...]:
     """(learning rate, batch size) settings to train: the grid of
@@ -441,6 +513,11 @@ class FinetuneConfig:
     sizes = [int(v) for v in self.batch_sizes.split(",") if v.strip()] \
         or [self.batch_size]
     return tuple((r, b) for r in rates for b in sizes)
+
+
+def setting_name(learning_rate: float, batch_size: int) -> str:
+  """The directory of one setting of a search."""
+  return f"lr{learning_rate:g}_bs{batch_size}"
 
 
 _FINETUNE_CHOICES = {
@@ -531,6 +608,16 @@ def validate_finetune(config: FinetuneConfig) -> None:
                         f"list of {kind.__name__}s") from None
     _check(all(v > 0 and math.isfinite(v) for v in values), flag,
            getattr(c, flag), "must hold positive numbers")
+  sizes = [int(v) for v in c.batch_sizes.split(",") if v.strip()]
+  flag = "batch_sizes" if len(set(sizes)) < len(sizes) else "learning_rates"
+  settings = {}
+  for rate, size in c.grid():
+    name = setting_name(rate, size)
+    _check(name not in settings, flag, getattr(c, flag),
+           f"learning rate {settings.get(name, (rate,))[0]:g} / batch size "
+           f"{size} is listed twice (as {name}, the setting's directory); "
+           "list each setting once")
+    settings[name] = (rate, size)
   if c.task == "custom":
     for flag in ("train_file", "dev_file"):
       _check(bool(getattr(c, flag)), flag, getattr(c, flag),

@@ -104,24 +104,29 @@ class CorpusConfig:
 
 
 def resolve_inputs(patterns: Sequence[str]) -> List[str]:
-  """Files named by paths, directories (recursively) and globs; all readable
-  regular files. Hidden files and directories (staging of this tool) are skipped
-  inside directories."""
-  files = []
+  """Files named by paths, directories (recursively) and globs, whose matches
+  count as if named one by one; all readable regular files, each once.
+  Hidden files and directories (staging of this tool) are skipped inside
+  directories."""
+  files, seen = [], set()
   for pattern in patterns:
-    if os.path.isdir(pattern):
-      found = []
-      for root, dirs, names in os.walk(pattern):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += sorted(os.path.join(root, name) for name in names
-                        if not name.startswith("."))
-    elif any(c in pattern for c in "*?["):
-      found = sorted(p for p in glob.glob(pattern, recursive=True)
-                     if os.path.isfile(p))
-    elif os.path.exists(pattern):
-      found = [pattern]
+    if any(c in pattern for c in "*?[") and not os.path.exists(pattern):
+      matches = sorted(glob.glob(pattern, recursive=True))
+      if not matches:
+        raise CorpusError(f"input {pattern!r} matches no files")
     else:
-      raise CorpusError(f"input {pattern!r} does not exist")
+      matches = [pattern]
+    found = []
+    for match in matches:
+      if os.path.isdir(match):
+        for root, dirs, names in os.walk(match):
+          dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+          found += sorted(os.path.join(root, name) for name in names
+                          if not name.startswith("."))
+      elif os.path.lexists(match):
+        found.append(match)
+      else:
+        raise CorpusError(f"input {match!r} does not exist")
     if not found:
       raise CorpusError(f"input {pattern!r} matches no files")
     for path in found:
@@ -130,10 +135,22 @@ def resolve_inputs(patterns: Sequence[str]) -> List[str]:
       except ValueError:
         raise CorpusError(f"input {path!r} is not a regular file (a device, "
                           "FIFO or socket cannot be prepared)") from None
+      except OSError as e:
+        raise CorpusError(f"input {path!r} cannot be read: {e.strerror}"
+                          ) from None
       if not os.access(path, os.R_OK):
         raise CorpusError(f"input {path!r} is not readable")
-    files.extend(found)
+      if os.path.realpath(path) not in seen:
+        seen.add(os.path.realpath(path))
+        files.append(path)
   return files
+
+
+def printable_path(path: str) -> str:
+  """`path` as valid UTF-8 text: bytes of a file name that are not UTF-8
+  (Python keeps them as surrogates) are written as \\x escapes."""
+  return path.encode("utf-8", "surrogateescape").decode("utf-8",
+                                                          "backslashreplace")
 
 
 def _inside(path: str, directory: str) -> bool:
@@ -389,7 +406,8 @@ def _prepare(config: CorpusConfig, files: List[str], total_bytes: int,
     os.rmdir(bucket_dir)
     counts = dict(sorted(stats.items()))
     manifest = {
-        "sentences": written, "shards": shards, "sources": files,
+        "sentences": written, "shards": shards,
+        "sources": [printable_path(path) for path in files],
         "seed": config.seed, "counts": counts, "warnings": warnings_of(counts),
         "settings": {k: v for k, v in dataclasses.asdict(config).items()
                      if k not in ("inputs", "output_dir", "progress")},

@@ -17,6 +17,7 @@ Batching modes:
 
 import dataclasses
 import os
+import unicodedata
 from typing import List, Optional
 
 import tensorflow as tf
@@ -28,8 +29,11 @@ from tf_minilm import tokenization
 PADDING_MODES = text_encoding.PADDING_MODES
 BATCHING_MODES = ("random", "grouped")
 READ_CHUNK_LINES = 256
-# What tf.strings.strip removes: a line of only these bytes is blank.
-_BLANK_BYTES = b" \t\n\r\x0b\x0c"
+# A line of only whitespace, separators, control and format characters
+# (zero-width spaces and joiners, byte-order marks) and U+FFFD (what invalid
+# bytes become) tokenizes to [CLS] [SEP] alone: it is blank.
+_BLANK_LINE = r"[\s\p{Z}\p{C}\x{FFFD}]*"
+_BLANK_CATEGORIES = ("Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn")
 
 
 class DataError(ValueError):
@@ -101,10 +105,18 @@ def _shard_problem(path: str) -> Optional[str]:
     if reason:
       return f"{path} is not UTF-8 text: {reason}"
     while block:
-      if block.translate(None, _BLANK_BYTES):
+      # A character cut at the block's end decodes to U+FFFD: blank, so a
+      # split never makes a blank shard look usable.
+      if any(not _is_blank(c) for c in block.decode("utf-8", "replace")):
         return None
       block = f.read(1 << 20)
-  return f"{path} holds only whitespace: no line to train on"
+  return (f"{path} holds only whitespace, control or zero-width characters: "
+          "no line to train on")
+
+
+def _is_blank(character: str) -> bool:
+  return (character.isspace() or character == "\ufffd" or
+          unicodedata.category(character) in _BLANK_CATEGORIES)
 
 
 def list_shards(input_dir: str) -> List[str]:
@@ -147,8 +159,10 @@ def text_encoder(tokenizer: tokenization.BertTokenizer,
 
 
 def _drop_blank(lines: tf.Tensor) -> tf.Tensor:
-  """Whitespace-only lines would become [CLS] [SEP]: never train on them."""
-  return tf.boolean_mask(lines, tf.strings.length(tf.strings.strip(lines)) > 0)
+  """Blank lines (see _BLANK_LINE) would become [CLS] [SEP]: never train on
+  them."""
+  return tf.boolean_mask(lines, tf.logical_not(
+      tf.strings.regex_full_match(lines, _BLANK_LINE)))
 
 
 def line_dataset(shards: List[str], config: PipelineConfig,

@@ -197,15 +197,16 @@ def load_student(source: str) -> modeling.Encoder:
   student = modeling.Encoder(
       resolve.student_encoder_config(config, teacher.vocab_size),
       dtype="float32", name="student")
-  status = tf.train.Checkpoint(student=student.model).restore(checkpoint)
   try:
+    status = tf.train.Checkpoint(student=student.model).restore(checkpoint)
     # Every student weight must come from the checkpoint (the optimizer's
     # slots and the step in it are not needed).
     status.assert_existing_objects_matched().expect_partial()
   except (AssertionError, ValueError) as e:
     raise ExportError(
         f"{checkpoint} does not hold every weight of the student that "
-        f"{config_path} describes; refusing to export partly random weights "
+        f"{config_path} describes, in its shape; refusing to export partly "
+        "random weights "
         f"({str(e).splitlines()[0][:300]})") from None
   return student
 

@@ -62,27 +62,33 @@ class TaskData:
 
 
 def read_task_data(config: config_lib.FinetuneConfig) -> TaskData:
-  """Train, dev and (optional) test examples; errors name the flag."""
+  """Train, dev and (optional) test examples; errors name the flag of the
+  file they are about."""
   c = config
-  try:
-    if c.task != "custom":
-      read = lambda split: finetune_data.read_clue(c.data_dir, c.task, split)
-      test_path = finetune_data.clue_file(c.data_dir, c.task, "test")
-      return TaskData(read("train"), read("dev"),
-                      read("test") if os.path.isfile(test_path) else None)
-    columns = dict(text_column=c.text_column,
-                   text_pair_column=c.text_pair_column or None,
-                   id_column=c.id_column or None)
-    train = finetune_data.read_table(c.train_file, label_column=c.label_column,
-                                     **columns)
-    dev = finetune_data.read_table(c.dev_file, label_column=c.label_column,
-                                   labels=train.labels, **columns)
-    test = (finetune_data.read_table(c.test_file, label_column=None, **columns)
-            if c.test_file else None)
-    return TaskData(train, dev, test)
-  except finetune_data.DataFormatError as e:
-    flag = "data_dir" if c.task != "custom" else "train_file"
-    raise ConfigError(flag, getattr(c, flag), str(e)) from None
+
+  def read(flag, reader):
+    try:
+      return reader()
+    except finetune_data.DataFormatError as e:
+      raise ConfigError(flag, getattr(c, flag), str(e)) from None
+
+  if c.task != "custom":
+    split = lambda name: read("data_dir", lambda: finetune_data.read_clue(
+        c.data_dir, c.task, name))
+    test_path = finetune_data.clue_file(c.data_dir, c.task, "test")
+    return TaskData(split("train"), split("dev"),
+                    split("test") if os.path.isfile(test_path) else None)
+  columns = dict(text_column=c.text_column,
+                 text_pair_column=c.text_pair_column or None,
+                 id_column=c.id_column or None)
+  train = read("train_file", lambda: finetune_data.read_table(
+      c.train_file, label_column=c.label_column, **columns))
+  dev = read("dev_file", lambda: finetune_data.read_table(
+      c.dev_file, label_column=c.label_column, labels=train.labels,
+      **columns))
+  test = (read("test_file", lambda: finetune_data.read_table(
+      c.test_file, label_column=None, **columns)) if c.test_file else None)
+  return TaskData(train, dev, test)
 
 
 def _tensors(dataset: finetune_data.Dataset):
@@ -356,8 +362,8 @@ def load_classifier(model_dir: str) -> Tuple[Classifier, Dict]:
 # ---------------------------------------------------------------- running
 
 def _setting_dir(output_dir: str, rate: float, size: int, search: bool) -> str:
-  return os.path.join(output_dir, f"lr{rate:g}_bs{size}") if search else \
-      output_dir
+  return os.path.join(output_dir, config_lib.setting_name(rate, size)) \
+      if search else output_dir
 
 
 def _train_setting(config: config_lib.FinetuneConfig, task_data: TaskData,
@@ -400,15 +406,21 @@ def _keep_best(task: FineTuningTask, layout: layout_lib.RunLayout) -> Dict:
   steps = sorted(int(s) for s in results)
   best_step = max(steps, key=lambda s: (results[str(s)][metric], -s))
   best_dir = os.path.join(layout.output_dir, BEST_MODEL)
-  with io_utils.atomic_directory(best_dir, overwrite=True) as staging:
-    shutil.copytree(layout.model_dir(best_step), staging, dirs_exist_ok=True)
-    classifier, info = load_classifier(staging)
-    export_lib.export_classifier(
-        classifier.model, task.tokenizer,
-        os.path.join(task.tokenizer_dir, "vocab.txt"), info["labels"],
-        info["max_seq_length"], os.path.join(staging, export_lib.SAVED_MODEL))
-  if task.data.test is not None:
-    _write_predictions(task, classifier, layout.output_dir)
+  try:
+    with io_utils.atomic_directory(best_dir, overwrite=True) as staging:
+      shutil.copytree(layout.model_dir(best_step), staging,
+                      dirs_exist_ok=True)
+      classifier, info = load_classifier(staging)
+      export_lib.export_classifier(
+          classifier.model, task.tokenizer,
+          os.path.join(task.tokenizer_dir, "vocab.txt"), info["labels"],
+          info["max_seq_length"],
+          os.path.join(staging, export_lib.SAVED_MODEL))
+    if task.data.test is not None:
+      _write_predictions(task, classifier, layout.output_dir)
+  except (OSError, tf.errors.OpError) as e:
+    raise trainer.RunError(trainer.write_failure(
+        e, layout.output_dir, f"{BEST_MODEL}/ and predictions")) from None
   return {"best_step": best_step, "epoch": best_step // task.steps_per_epoch,
           **results[str(best_step)]}
 
@@ -444,6 +456,40 @@ def _write_table(output_dir: str, rows: List[Dict], metric: str) -> None:
     f.write("\n".join(lines) + "\n")
 
 
+def _check_source(config: config_lib.FinetuneConfig) -> None:
+  """The source's architecture and vocabulary fit together and the flags
+  (read without starting TensorFlow: the strategy comes first)."""
+  source = config.model_name_or_path
+  vocab_dir = tokenizer_dir(source)
+  try:
+    vocab = tokenization.load_vocab(os.path.join(vocab_dir, "vocab.txt"))
+    tokenization.read_do_lower_case(vocab_dir)
+    architecture = convert.read_encoder_config(_encoder_dir(source))
+  except (ValueError, OSError) as e:
+    raise ConfigError("model_name_or_path", source, str(e)) from None
+  if len(vocab) > architecture.vocab_size:
+    raise ConfigError("model_name_or_path", source,
+                      f"vocab.txt has {len(vocab)} tokens but the model "
+                      f"embeds only {architecture.vocab_size}")
+  if config.max_seq_length > architecture.max_position_embeddings:
+    raise ConfigError("max_seq_length", config.max_seq_length,
+                      f"exceeds the model's "
+                      f"{architecture.max_position_embeddings} positions")
+
+
+def _check_batch_sizes(config: config_lib.FinetuneConfig, examples: int,
+                       replicas: int) -> None:
+  """Every setting of the grid makes at least one step per epoch (checked
+  before the first setting trains)."""
+  for _, size in config.grid():
+    if examples < size * replicas * config.grad_accum_steps:
+      flag = "batch_sizes" if config.batch_sizes else "batch_size"
+      raise ConfigError(flag, getattr(config, flag),
+                        f"the {examples} training examples make no step of "
+                        f"{size} x {replicas} replicas x "
+                        f"{config.grad_accum_steps} accumulation steps")
+
+
 def run(config: config_lib.FinetuneConfig) -> trainer.RunResult:
   """Fine-tunes every setting of the grid (one by default), keeps each
   setting's best epoch and, for a search, writes the results table.
@@ -452,10 +498,17 @@ def run(config: config_lib.FinetuneConfig) -> trainer.RunResult:
   trainer.DivergedError or trainer.RunError.
   """
   config_lib.validate_finetune(config)
+  layout_lib.check_output_dir(
+      config.output_dir, config_lib.FINETUNE_CONFIG_FILENAME,
+      {flag: getattr(config, flag) for flag in (
+          "model_name_or_path", "data_dir", "train_file", "dev_file",
+          "test_file")})
   task_data = read_task_data(config)
-  tokenizer_dir(config.model_name_or_path)
+  _check_source(config)
   strategy = trainer.make_strategy(config.device, config.strategy,
                                    config.cpu_replicas, config.tpu)
+  _check_batch_sizes(config, len(task_data.train.examples),
+                     strategy.num_replicas_in_sync)
   keras.mixed_precision.set_global_policy(
       f"mixed_{config.amp_dtype}" if config.use_amp else "float32")
   grid = config.grid()

@@ -20,8 +20,10 @@ with `[...]` inside the text (PaddleNLP's run_clue convention); CSL pairs the
 keywords, joined by spaces, with the abstract.
 """
 
+import codecs
 import csv
 import dataclasses
+import io
 import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -39,6 +41,8 @@ CLUE_LABELS: Dict[str, Tuple[str, ...]] = {
 CLUE_PAIR_TASKS = ("afqmc", "cmnli", "ocnli", "csl")
 SPLITS = ("train", "dev", "test")
 TABLE_FORMATS = ("csv", "tsv", "jsonl")
+# csv's default field limit is 131,072 characters; a JSON-lines file has none.
+csv.field_size_limit(2 ** 31 - 1)
 
 
 class DataFormatError(ValueError):
@@ -84,13 +88,53 @@ def _text(record: dict, name: str, where: str) -> str:
   return value
 
 
-def _label_index(value, labels: Sequence[str], where: str, field: str) -> int:
+def label_string(value, where: str, field: str) -> str:
+  """A label as a class name: strings stripped, JSON integers (and floats
+  with an integral value, so 1 and 1.0 are one class) as digits. Missing,
+  empty, boolean and other values are refused."""
+  if isinstance(value, bool) or value is None or not isinstance(
+      value, (str, int, float)):
+    raise DataFormatError(f"{where}: field {field!r} has no usable label "
+                          f"({json.dumps(value)}); expected a string or a "
+                          "number")
+  if isinstance(value, float):
+    if not value.is_integer():
+      return repr(value)
+    value = int(value)
   label = str(value).strip()
+  if not label:
+    raise DataFormatError(f"{where}: field {field!r} is empty; every "
+                          "training and dev example needs a label")
+  return label
+
+
+def _label_index(value, labels: Sequence[str], where: str, field: str) -> int:
+  label = label_string(value, where, field)
   if label not in labels:
     shown = list(labels) if len(labels) <= 20 else list(labels[:20]) + ["..."]
     raise DataFormatError(f"{where}: field {field!r} has the unknown label "
                           f"{label!r}; expected one of {shown}")
   return labels.index(label)
+
+
+def _check_class_names(path: str, labels: Sequence[str]) -> None:
+  """Labels that spell one number two ways ("1" and "1.0") would be two
+  classes; at least two classes are needed to learn anything."""
+  if len(labels) < 2:
+    raise DataFormatError(f"{path}: every example has the label "
+                          f"{labels[0]!r}; a classifier needs at least two "
+                          "classes")
+  numbers = {}
+  for label in labels:
+    try:
+      number = float(label)
+    except ValueError:
+      continue
+    if number in numbers:
+      raise DataFormatError(f"{path}: the labels {numbers[number]!r} and "
+                            f"{label!r} name the same number; write one of "
+                            "them")
+    numbers[number] = label
 
 
 def _mark_wsc_spans(record: dict, where: str) -> str:
@@ -154,22 +198,39 @@ def read_clue(task_dir: str, task: str, split: str) -> Dataset:
   return Dataset(examples, labels, task in CLUE_PAIR_TASKS)
 
 
-def _json_lines(path: str):
-  """(line number, object) of a JSON-lines file; blank lines skipped."""
+def read_text(path: str) -> str:
+  """A whole UTF-8 (or, by its byte-order mark, UTF-16) text file; what is
+  neither is refused with the line of the first bad byte."""
   if not os.path.isfile(path):
     raise DataFormatError(f"{path}: no such file")
-  with open(path, encoding="utf-8-sig") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except ValueError as e:
-        raise DataFormatError(f"{path}:{number}: not a JSON object ({e})"
-                              ) from None
-      if not isinstance(record, dict):
-        raise DataFormatError(f"{path}:{number}: not a JSON object")
-      yield number, record
+  with open(path, "rb") as f:
+    raw = f.read()
+  encoding = "utf-8-sig"
+  if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    encoding = "utf-16"
+  try:
+    return raw.decode(encoding)
+  except UnicodeDecodeError as e:
+    line = raw[:e.start].count(b"\n") + 1
+    raise DataFormatError(
+        f"{path}:{line}: not {encoding.upper().replace('-SIG', '')} text "
+        f"(byte {raw[e.start:e.start + 1]!r} at offset {e.start}); save the "
+        "file as UTF-8") from None
+
+
+def _json_lines(path: str):
+  """(line number, object) of a JSON-lines file; blank lines skipped."""
+  for number, line in enumerate(read_text(path).split("\n"), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError as e:
+      raise DataFormatError(f"{path}:{number}: not a JSON object ({e})"
+                            ) from None
+    if not isinstance(record, dict):
+      raise DataFormatError(f"{path}:{number}: not a JSON object")
+    yield number, record
 
 
 def table_format(path: str) -> str:
@@ -190,17 +251,26 @@ def _table_rows(path: str):
   if kind == "jsonl":
     yield from _json_lines(path)
     return
-  if not os.path.isfile(path):
-    raise DataFormatError(f"{path}: no such file")
-  with open(path, encoding="utf-8-sig", newline="") as f:
-    reader = csv.DictReader(f, delimiter="," if kind == "csv" else "\t")
-    if not reader.fieldnames:
+  reader = csv.DictReader(io.StringIO(read_text(path), newline=""),
+                          delimiter="," if kind == "csv" else "\t")
+  try:
+    header = reader.fieldnames
+    if not header:
       raise DataFormatError(f"{path}: empty file (expected a header row)")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+      raise DataFormatError(f"{path}:1: the header names the columns "
+                            f"{repeated} more than once")
     for row in reader:
       if None in row:
         raise DataFormatError(f"{path}:{reader.line_num}: more fields than "
-                              f"the header's {len(reader.fieldnames)}")
+                              f"the header's {len(header)}")
+      if None in row.values():
+        raise DataFormatError(f"{path}:{reader.line_num}: fewer fields than "
+                              f"the header's {len(header)}")
       yield reader.line_num, row
+  except csv.Error as e:
+    raise DataFormatError(f"{path}:{reader.line_num}: {e}") from None
 
 
 def read_table(path: str, text_column: str, label_column: Optional[str],
@@ -217,8 +287,10 @@ def read_table(path: str, text_column: str, label_column: Optional[str],
   if not rows:
     raise DataFormatError(f"{path}: no examples")
   if label_column and labels is None:
-    labels = tuple(sorted({str(_field(r, label_column, f"{path}:{n}")).strip()
+    labels = tuple(sorted({label_string(_field(r, label_column, f"{path}:{n}"),
+                                        f"{path}:{n}", label_column)
                            for n, r in rows}))
+    _check_class_names(path, labels)
   examples = []
   for number, row in rows:
     where = f"{path}:{number}"
@@ -227,6 +299,6 @@ def read_table(path: str, text_column: str, label_column: Optional[str],
     label = (_label_index(_field(row, label_column, where), labels, where,
                           label_column) if label_column else None)
     examples.append(Example(text, pair, label,
-                            row.get(id_column, number - 1) if id_column else
+                            _field(row, id_column, where) if id_column else
                             len(examples)))
   return Dataset(examples, tuple(labels or ()), text_pair_column is not None)

@@ -11,8 +11,9 @@
 import glob
 import os
 import shutil
-from typing import List, Optional
+from typing import Dict, List, Optional
 
+from tf_minilm import config as config_lib
 from tf_minilm import io_utils
 
 CHECKPOINT_DIR = "checkpoints"
@@ -20,6 +21,28 @@ TENSORBOARD_DIR = "tensorboard"
 MODEL_DIR_PREFIX = "model_"
 STUDENT_KERAS = "student.keras"
 STUDENT_HF = "hf"
+# The config file that marks a directory as a run of each tool.
+RUN_CONFIGS = {config_lib.CONFIG_FILENAME: "bin/distill",
+               config_lib.FINETUNE_CONFIG_FILENAME: "bin/finetune"}
+
+
+def check_output_dir(output_dir: str, config_file: str,
+                     inputs: Dict[str, str]) -> None:
+  """Refuses an output_dir that holds another tool's run, and inputs (flag ->
+  path) that are or lie inside the output_dir, where the run writes files
+  of its own names and removes what it considers stale."""
+  for name, tool in RUN_CONFIGS.items():
+    if name != config_file and os.path.isfile(os.path.join(output_dir, name)):
+      raise config_lib.ConfigError(
+          "output_dir", output_dir, f"holds a {tool} run ({name}); give "
+          f"{RUN_CONFIGS[config_file]} a directory of its own")
+  out = os.path.realpath(output_dir)
+  for flag, path in inputs.items():
+    real = os.path.realpath(path) if path else None
+    if real and (real == out or real.startswith(out + os.sep)):
+      raise config_lib.ConfigError(
+          flag, path, f"lies inside --output_dir={output_dir}, where the run "
+          "writes its own files: keep inputs outside it")
 
 
 class RunLayout:

@@ -121,6 +121,9 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
                                 teacher.hidden_size)
   except ValueError as e:
     raise ConfigError("num_relation_heads", c.num_relation_heads, str(e)) from None
+  layout_lib.check_output_dir(
+      c.output_dir, config_lib.CONFIG_FILENAME,
+      {flag: getattr(c, flag) for flag in ("input_dir", "eval_input_dir")})
   shards = {}
   for flag in ("input_dir", "eval_input_dir"):
     if getattr(c, flag):

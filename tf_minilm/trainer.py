@@ -422,9 +422,11 @@ def format_logs(step: int, logs: Dict[str, float]) -> str:
   return " | ".join(parts)
 
 
-def _write_failure(error: Exception, where: str, what: str) -> str:
+def write_failure(error: Exception, where: str, what: str) -> str:
+  """One line for a failed write of `what` under `where` (shutil.Error
+  carries the errors of a copy as text, without an errno)."""
   text = str(error)
-  if isinstance(error, OSError):
+  if isinstance(error, OSError) and error.errno is not None:
     reason = io_utils.describe_os_error(error, where)
   elif "No space left" in text or "Disk quota" in text:
     reason = f"no space left on {where}"
@@ -464,7 +466,7 @@ class _Saver:
       self.manager.save(checkpoint_number=step)
     except (OSError, tf.errors.OpError) as e:
       self.layout.remove_partial_checkpoints()
-      raise RunError(_write_failure(e, self.manager.directory,
+      raise RunError(write_failure(e, self.manager.directory,
                                     f"checkpoint of step {step}")) from None
     if export:
       self.export(step)
@@ -476,7 +478,7 @@ class _Saver:
     try:
       self.task.export(model_dir)
     except (OSError, tf.errors.OpError) as e:
-      raise RunError(_write_failure(e, self.layout.output_dir,
+      raise RunError(write_failure(e, self.layout.output_dir,
                                     f"export {model_dir}")) from None
 
 
