@@ -237,6 +237,26 @@ class ExportTest(tf.test.TestCase):
     self.assertEqual(proc.returncode, 2)
     self.assertIn("not a model_<step>/ directory", proc.stderr)
     self.assertFalse(os.path.exists(self.out + "_x"))
+    # --overwrite never replaces a training run nor the source itself.
+    run_dir = os.path.join(self.get_temp_dir(), "a_distill_run")
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "distill_config.json"), "w") as f:
+      f.write("{}")
+    parent = os.path.dirname(self.model_dir)
+    for output_dir, message in (
+        (run_dir, "holds a bin/distill run (distill_config.json); give "
+                  "bin/export a directory of its own"),
+        (parent, f"--source={self.model_dir}: lies inside --output_dir="
+                 f"{parent}")):
+      with self.subTest(output_dir=output_dir):
+        before = sorted(os.listdir(output_dir))
+        proc = subprocess.run(cli + [f"--source={self.model_dir}",
+                                     f"--output_dir={output_dir}",
+                                     "--overwrite"],
+                              capture_output=True, text=True, timeout=300)
+        self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+        self.assertIn(message, proc.stderr)
+        self.assertEqual(sorted(os.listdir(output_dir)), before)
 
 
 if __name__ == "__main__":

@@ -499,7 +499,7 @@ def run(config: config_lib.FinetuneConfig) -> trainer.RunResult:
   """
   config_lib.validate_finetune(config)
   layout_lib.check_output_dir(
-      config.output_dir, config_lib.FINETUNE_CONFIG_FILENAME,
+      config.output_dir, "bin/finetune",
       {flag: getattr(config, flag) for flag in (
           "model_name_or_path", "data_dir", "train_file", "dev_file",
           "test_file")})

@@ -26,16 +26,17 @@ RUN_CONFIGS = {config_lib.CONFIG_FILENAME: "bin/distill",
                config_lib.FINETUNE_CONFIG_FILENAME: "bin/finetune"}
 
 
-def check_output_dir(output_dir: str, config_file: str,
+def check_output_dir(output_dir: str, tool: str,
                      inputs: Dict[str, str]) -> None:
   """Refuses an output_dir that holds another tool's run, and inputs (flag ->
-  path) that are or lie inside the output_dir, where the run writes files
-  of its own names and removes what it considers stale."""
-  for name, tool in RUN_CONFIGS.items():
-    if name != config_file and os.path.isfile(os.path.join(output_dir, name)):
+  path) that are or lie inside the output_dir, where `tool` (e.g.
+  "bin/export") writes files of its own names and removes or replaces what
+  it considers its own."""
+  for name, owner in RUN_CONFIGS.items():
+    if owner != tool and os.path.isfile(os.path.join(output_dir, name)):
       raise config_lib.ConfigError(
-          "output_dir", output_dir, f"holds a {tool} run ({name}); give "
-          f"{RUN_CONFIGS[config_file]} a directory of its own")
+          "output_dir", output_dir, f"holds a {owner} run ({name}); give "
+          f"{tool} a directory of its own")
   out = os.path.realpath(output_dir)
   for flag, path in inputs.items():
     real = os.path.realpath(path) if path else None

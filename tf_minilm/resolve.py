@@ -122,7 +122,7 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
   except ValueError as e:
     raise ConfigError("num_relation_heads", c.num_relation_heads, str(e)) from None
   layout_lib.check_output_dir(
-      c.output_dir, config_lib.CONFIG_FILENAME,
+      c.output_dir, "bin/distill",
       {flag: getattr(c, flag) for flag in ("input_dir", "eval_input_dir")})
   shards = {}
   for flag in ("input_dir", "eval_input_dir"):

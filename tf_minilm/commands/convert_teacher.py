@@ -16,6 +16,8 @@ from absl import app
 from absl import flags
 
 from tf_minilm import cli
+from tf_minilm import config as config_lib
+from tf_minilm import layout
 
 
 def define_flags():
@@ -35,12 +37,15 @@ def main(argv):
       raise convert.CheckpointError(f"unexpected arguments {argv[1:]}")
     if not f.hf_dir or not f.output_dir:
       raise convert.CheckpointError("--hf_dir and --output_dir are required")
+    layout.check_output_dir(f.output_dir, "bin/convert_teacher",
+                            {"hf_dir": f.hf_dir})
     encoder = convert.load_hf_encoder(f.hf_dir, num_layers=f.num_layers,
                                       with_pooler=False, dtype="float32",
                                       name="teacher")
     convert.save_converted(encoder, f.output_dir, tokenizer_dir=f.hf_dir,
                            overwrite=f.overwrite)
-  except (convert.CheckpointError, FileExistsError) as e:
+  except (convert.CheckpointError, FileExistsError,
+          config_lib.ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   print(json.dumps({"output_dir": f.output_dir,

@@ -14,6 +14,8 @@ from absl import app
 from absl import flags
 
 from tf_minilm import cli
+from tf_minilm import config as config_lib
+from tf_minilm import layout
 
 
 def define_flags():
@@ -37,9 +39,11 @@ def main(argv):
       raise export.ExportError(f"unexpected arguments {argv[1:]}")
     if not f.source or not f.output_dir:
       raise export.ExportError("--source and --output_dir are required")
+    layout.check_output_dir(f.output_dir, "bin/export", {"source": f.source})
     info = export.export(f.source, f.output_dir, f.max_seq_length, f.overwrite)
   except (export.ExportError, convert.CheckpointError,
-          tokenization.TokenizerError, FileExistsError) as e:
+          tokenization.TokenizerError, FileExistsError,
+          config_lib.ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   print(json.dumps(info, indent=2))
