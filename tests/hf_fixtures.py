@@ -84,3 +84,28 @@ def hf_reference_outputs(model, ids, mask):
 def encoder_inputs(ids, mask):
   return {"token_ids": ids, "segment_ids": np.zeros_like(ids),
           "padding_mask": mask}
+
+
+def tokenizer_json_dir(directory, vocab, lower_case, edit=None):
+  """A model directory whose tokenizer is only transformers' tokenizer.json
+  (as many current models ship), made from `vocab`."""
+  import json  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  os.makedirs(directory, exist_ok=True)
+  vocab_path = os.path.join(directory, "source_vocab.txt")
+  with open(vocab_path, "w", encoding="utf-8") as f:
+    f.write("\n".join(vocab) + "\n")
+  transformers.BertTokenizerFast(
+      vocab_path, do_lower_case=lower_case).save_pretrained(directory)
+  for name in ("source_vocab.txt", "vocab.txt", "tokenizer_config.json",
+               "special_tokens_map.json"):
+    if os.path.exists(os.path.join(directory, name)):
+      os.remove(os.path.join(directory, name))
+  if edit:
+    path = os.path.join(directory, "tokenizer.json")
+    with open(path, encoding="utf-8") as f:
+      spec = json.load(f)
+    edit(spec)
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(spec, f)
+  return directory

@@ -144,6 +144,44 @@ class DistillEndToEndTest(DistillTestBase):
     self.assertAllClose(got["sequence_output"], want.last_hidden_state.numpy(),
                         atol=1e-5, rtol=0)
 
+  def test_a_teacher_that_ships_only_tokenizer_json(self):
+    import transformers  # pylint: disable=g-import-not-at-top
+    teacher = os.path.join(self.root, "json_teacher")
+    shutil.copytree(self.teacher, teacher)
+    hf_fixtures.tokenizer_json_dir(teacher, hf_fixtures.tiny_vocab(), True)
+    self.assertNotIn("vocab.txt", os.listdir(teacher))
+    converted = os.path.join(self.root, "json_teacher_converted")
+    subprocess.run([sys.executable, os.path.join(REPO, "bin",
+                                                 "convert_teacher"),
+                    f"--hf_dir={teacher}", f"--output_dir={converted}"],
+                   check=True, capture_output=True, timeout=300)
+    out = os.path.join(self.root, "json_run")
+    self.distill(self.flags(out, teacher_model_name_or_path=converted,
+                            max_steps=2, save_steps=2))
+    hf_dir = os.path.join(out, "model_2", "hf")
+    self.assertTrue({"vocab.txt", "tokenizer.json"} <=
+                    set(os.listdir(hf_dir)))
+    line = "hello world, the student 的一是"
+    want = transformers.AutoTokenizer.from_pretrained(teacher)(line)
+    for directory in (hf_dir, teacher):
+      got = transformers.AutoTokenizer.from_pretrained(directory)(line)
+      self.assertEqual(got["input_ids"], want["input_ids"])
+    train = os.path.join(self.root, "json_task", "train.jsonl")
+    os.makedirs(os.path.dirname(train), exist_ok=True)
+    with open(train, "w", encoding="utf-8") as f:
+      for i in range(16):
+        f.write(json.dumps({"text": "the teacher" if i % 2 else "a world",
+                            "label": str(i % 2)}) + "\n")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bin", "finetune"),
+         f"--model_name_or_path={teacher}", f"--train_file={train}",
+         f"--dev_file={train}", f"--output_dir={self.root}/json_finetune",
+         "--device=cpu", "--epochs=1", "--batch_size=8",
+         "--max_seq_length=16"], capture_output=True, text=True, timeout=600)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertTrue(os.path.isdir(os.path.join(
+        self.root, "json_finetune", "best_model", "saved_model")))
+
   def test_exact_resume_after_exit(self):
     self._check_exact_resume("plain")
 
@@ -315,7 +353,6 @@ class DistillSafetyTest(DistillTestBase):
       export.load_student(out)
 
   def test_a_moved_run_and_a_moved_corpus_resume(self):
-    import shutil  # pylint: disable=g-import-not-at-top
     out = os.path.join(self.root, "before_move")
     self.distill(self.flags(out, max_steps=4, save_steps=2))
     moved, corpus = (os.path.join(self.root, "moved", name)

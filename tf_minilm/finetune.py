@@ -171,9 +171,10 @@ def load_source(config: config_lib.FinetuneConfig, num_labels: int
 
 def tokenizer_dir(source: str) -> str:
   for candidate in (source, os.path.join(source, layout_lib.STUDENT_HF)):
-    if os.path.isfile(os.path.join(candidate, "vocab.txt")):
+    if tokenization.has_tokenizer_files(candidate):
       return candidate
-  raise ConfigError("model_name_or_path", source, "holds no vocab.txt")
+  raise ConfigError("model_name_or_path", source,
+                    "holds no vocab.txt or tokenizer.json")
 
 
 # ---------------------------------------------------------------- metrics
@@ -211,8 +212,9 @@ class FineTuningTask:
     self.layout = layout
     self.labels = task_data.train.labels
     self.tokenizer_dir = tokenizer_dir(config.model_name_or_path)
-    self.tokenizer = tokenization.BertTokenizer.from_model_dir(
-        self.tokenizer_dir)
+    self.tokenizer_settings = tokenization.read_tokenizer(self.tokenizer_dir)
+    self.tokenizer = tokenization.BertTokenizer.from_settings(
+        self.tokenizer_settings)
     self.global_batch = config.batch_size * strategy.num_replicas_in_sync
     self.steps_per_epoch = len(task_data.train.examples) // (
         self.global_batch * config.grad_accum_steps)
@@ -413,7 +415,7 @@ def _keep_best(task: FineTuningTask, layout: layout_lib.RunLayout) -> Dict:
       classifier, info = load_classifier(staging)
       export_lib.export_classifier(
           classifier.model, task.tokenizer,
-          os.path.join(task.tokenizer_dir, "vocab.txt"), info["labels"],
+          task.tokenizer_settings.path, info["labels"],
           info["max_seq_length"],
           os.path.join(staging, export_lib.SAVED_MODEL))
     if task.data.test is not None:
@@ -462,15 +464,15 @@ def _check_source(config: config_lib.FinetuneConfig) -> None:
   source = config.model_name_or_path
   vocab_dir = tokenizer_dir(source)
   try:
-    vocab = tokenization.load_vocab(os.path.join(vocab_dir, "vocab.txt"))
-    tokenization.read_do_lower_case(vocab_dir)
+    settings = tokenization.read_tokenizer(vocab_dir)
     architecture = convert.read_encoder_config(_encoder_dir(source))
   except (ValueError, OSError) as e:
     raise ConfigError("model_name_or_path", source, str(e)) from None
-  if len(vocab) > architecture.vocab_size:
+  if len(settings.vocab) > architecture.vocab_size:
     raise ConfigError("model_name_or_path", source,
-                      f"vocab.txt has {len(vocab)} tokens but the model "
-                      f"embeds only {architecture.vocab_size}")
+                      f"{os.path.basename(settings.path)} has "
+                      f"{len(settings.vocab)} tokens but the model embeds "
+                      f"only {architecture.vocab_size}")
   if config.max_seq_length > architecture.max_position_embeddings:
     raise ConfigError("max_seq_length", config.max_seq_length,
                       f"exceeds the model's "

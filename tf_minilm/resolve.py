@@ -26,16 +26,16 @@ ConfigError = config_lib.ConfigError
 @dataclasses.dataclass(frozen=True)
 class Resolved:
   """teacher/student: architectures (the teacher's as in its checkpoint);
-  vocab and lower_case: the tokenizer's; shards and eval_shards: input files."""
+  tokenizer_settings: the teacher's tokenizer; shards and eval_shards: input
+  files."""
   teacher: modeling.EncoderConfig
   student: modeling.EncoderConfig
-  vocab: List[str]
-  lower_case: bool
+  tokenizer_settings: tokenization.WordPieceSettings
   shards: List[str]
   eval_shards: Optional[List[str]]
 
   def tokenizer(self) -> tokenization.BertTokenizer:
-    return tokenization.BertTokenizer(self.vocab, self.lower_case)
+    return tokenization.BertTokenizer.from_settings(self.tokenizer_settings)
 
 
 def run_layout(config: config_lib.DistillConfig) -> layout_lib.RunLayout:
@@ -85,16 +85,16 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
          "converted teacher)")
   try:
     teacher = convert.read_encoder_config(path)
-    vocab = tokenization.load_vocab(os.path.join(path, "vocab.txt"))
-    lower_case = tokenization.read_do_lower_case(path)
+    settings = tokenization.read_tokenizer(path)
   except (ValueError, OSError) as e:
     raise ConfigError("teacher_model_name_or_path", path, str(e)) from None
   expected_style = "roberta" if c.teacher_model_type == "roberta" else "absolute"
   _check(teacher.position_style == expected_style, "teacher_model_type",
          c.teacher_model_type, f"does not match the teacher checkpoint at {path}")
-  _check(len(vocab) == teacher.vocab_size, "teacher_model_name_or_path", path,
-         f"vocab.txt has {len(vocab)} tokens but the teacher's vocab_size is "
-         f"{teacher.vocab_size}")
+  _check(len(settings.vocab) == teacher.vocab_size,
+         "teacher_model_name_or_path", path,
+         f"{os.path.basename(settings.path)} has {len(settings.vocab)} tokens "
+         f"but the teacher's vocab_size is {teacher.vocab_size}")
   _check(0 <= c.teacher_layer_index < teacher.num_layers,
          "teacher_layer_index", c.teacher_layer_index,
          f"out of range for the {teacher.num_layers}-layer teacher "
@@ -132,6 +132,6 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
       except data.DataError as e:
         raise ConfigError(flag, getattr(c, flag), str(e)) from None
   check_resume(c)
-  return Resolved(teacher=teacher, student=student, vocab=vocab,
-                  lower_case=lower_case, shards=shards["input_dir"],
+  return Resolved(teacher=teacher, student=student,
+                  tokenizer_settings=settings, shards=shards["input_dir"],
                   eval_shards=shards.get("eval_input_dir"))

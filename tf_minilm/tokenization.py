@@ -7,6 +7,7 @@ ids differ from HF's on most Chinese lines. This module reproduces HF's
 `FastBertTokenizer` without its own normaliser.
 """
 
+import dataclasses
 import json
 import os
 from typing import List, Optional
@@ -15,8 +16,10 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
-# HF's WordpieceTokenizer.max_input_chars_per_word: a longer word is [UNK].
-# tf-text's limit is in bytes (100 by default): a word of 34 to 100 multi-byte
+VOCAB_FILE = "vocab.txt"
+TOKENIZER_JSON = "tokenizer.json"
+# HF's WordpieceTokenizer.max_input_chars_per_word (its default): a longer word
+# is [UNK]. tf-text's limit is in bytes: a word of 34 to 100 multi-byte
 # characters is [UNK] there but word pieces in HF.
 MAX_CHARS_PER_WORD = 100
 # What HF's BasicTokenizer reads as whitespace (and turns into a space).
@@ -40,6 +43,10 @@ def load_vocab(path: str) -> List[str]:
     raise TokenizerError(f"{path}: cannot read the vocabulary ({e})") from None
   while tokens and not tokens[-1]:
     tokens.pop()
+  return _checked_vocab(tokens, path)
+
+
+def _checked_vocab(tokens: List[str], path: str) -> List[str]:
   missing = [t for t in SPECIAL_TOKENS if t not in tokens]
   if missing:
     raise TokenizerError(f"{path}: vocabulary lacks the special tokens {missing}")
@@ -65,40 +72,144 @@ def read_do_lower_case(model_dir: str) -> bool:
   return value
 
 
+@dataclasses.dataclass(frozen=True)
+class WordPieceSettings:
+  """What a model directory says about its WordPiece tokenizer.
+
+  Attributes:
+    vocab: the tokens, index = id.
+    lower_case: lower-case and strip accents (HF's `do_lower_case`, or the
+      `BertNormalizer`'s `lowercase` of a tokenizer.json).
+    max_chars_per_word: longer words are one [UNK].
+    path: the file the vocabulary was read from (vocab.txt or
+      tokenizer.json), the asset exports carry.
+  """
+  vocab: List[str]
+  lower_case: bool
+  max_chars_per_word: int
+  path: str
+
+
+def has_tokenizer_files(model_dir: str) -> bool:
+  return any(os.path.isfile(os.path.join(model_dir, name))
+             for name in (VOCAB_FILE, TOKENIZER_JSON))
+
+
+def read_tokenizer(model_dir: str) -> WordPieceSettings:
+  """The tokenizer of a HF model directory: `vocab.txt` (with
+  `tokenizer_config.json`'s do_lower_case), else the fast tokenizer's
+  `tokenizer.json`, which many current models ship alone."""
+  vocab_path = os.path.join(model_dir, VOCAB_FILE)
+  if os.path.isfile(vocab_path):
+    return WordPieceSettings(load_vocab(vocab_path),
+                             read_do_lower_case(model_dir), MAX_CHARS_PER_WORD,
+                             vocab_path)
+  json_path = os.path.join(model_dir, TOKENIZER_JSON)
+  if os.path.isfile(json_path):
+    return read_tokenizer_json(json_path)
+  raise TokenizerError(f"{model_dir}: no {VOCAB_FILE} or {TOKENIZER_JSON} "
+                       "(the model's tokenizer)")
+
+
+def read_tokenizer_json(path: str) -> WordPieceSettings:
+  """A `tokenizers` WordPiece tokenizer.json: its vocabulary and the
+  BertNormalizer settings; anything this tokenizer would not reproduce
+  exactly is refused."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      spec = json.load(f)
+  except (OSError, ValueError) as e:
+    raise TokenizerError(f"{path}: not readable JSON ({e})") from None
+
+  def require(condition, message):
+    if not condition:
+      raise TokenizerError(f"{path}: {message}")
+  require(isinstance(spec, dict) and isinstance(spec.get("model"), dict),
+          "no \"model\" object")
+  model = spec["model"]
+  require(model.get("type") == "WordPiece",
+          f"the tokenizer's model is {model.get('type')!r}; only WordPiece "
+          "(BERT) vocabularies are supported, not SentencePiece (Unigram) "
+          "or BPE ones")
+  require(model.get("continuing_subword_prefix", "##") == "##",
+          "continuing_subword_prefix must be '##'")
+  vocab = model.get("vocab")
+  require(isinstance(vocab, dict) and vocab, "model.vocab must map tokens "
+          "to ids")
+  tokens = [None] * len(vocab)
+  for token, index in vocab.items():
+    require(isinstance(index, int) and 0 <= index < len(vocab) and
+            tokens[index] is None,
+            f"model.vocab ids must be 0..{len(vocab) - 1}, each once; "
+            f"{token!r} has {index!r}")
+    tokens[index] = token
+  require(model.get("unk_token", "[UNK]") == "[UNK]",
+          "the unknown token must be [UNK]")
+  max_chars = model.get("max_input_chars_per_word", MAX_CHARS_PER_WORD)
+  require(isinstance(max_chars, int) and 1 <= max_chars <= 1000,
+          "max_input_chars_per_word must be an integer in [1, 1000]")
+  normalizer = spec.get("normalizer") or {}
+  require(normalizer.get("type") == "BertNormalizer",
+          f"normalizer {normalizer.get('type')!r}: only BertNormalizer is "
+          "supported")
+  lower_case = normalizer.get("lowercase", True)
+  strip_accents = normalizer.get("strip_accents")
+  require(isinstance(lower_case, bool), "normalizer.lowercase must be a bool")
+  require(strip_accents in (None, lower_case),
+          f"strip_accents={strip_accents} with lowercase={lower_case} is not "
+          "supported (accents are stripped exactly when lower-casing)")
+  require(normalizer.get("clean_text", True) is True and
+          normalizer.get("handle_chinese_chars", True) is True,
+          "clean_text and handle_chinese_chars must be true")
+  pre_tokenizer = (spec.get("pre_tokenizer") or {}).get("type")
+  require(pre_tokenizer == "BertPreTokenizer",
+          f"pre_tokenizer {pre_tokenizer!r}: only BertPreTokenizer is "
+          "supported")
+  return WordPieceSettings(_checked_vocab(tokens, path), lower_case,
+                           max_chars, path)
+
+
 class BertTokenizer(tf.Module):
   """Strings -> WordPiece ids, in the graph, matching `transformers.BertTokenizer`.
 
   Args:
     vocab: the tokens, index = id ([PAD] must be 0).
     lower_case: lower-case and strip accents, as HF `do_lower_case`.
+    max_chars_per_word: longer words are one [UNK].
   """
 
   def __init__(self, vocab: List[str], lower_case: bool = True,
+               max_chars_per_word: int = MAX_CHARS_PER_WORD,
                name: Optional[str] = None):
     super().__init__(name=name)
     self.vocab_size = len(vocab)
     self.lower_case = lower_case
+    self.max_chars_per_word = max_chars_per_word
     self.pad_id = vocab.index("[PAD]")
     self.cls_id = vocab.index("[CLS]")
     self.sep_id = vocab.index("[SEP]")
     self.unk_id = vocab.index("[UNK]")
     # Two WordPiece tokenizers: tf-text's byte limit (fast), and one that lets
-    # every word of up to MAX_CHARS_PER_WORD characters (4 bytes each)
+    # every word of up to max_chars_per_word characters (4 bytes each)
     # through, for the rows where the two rules can differ.
     self._wordpiece = tf_text.FastBertTokenizer(
         vocab=vocab, token_out_type=tf.int32, unknown_token="[UNK]",
         lower_case_nfd_strip_accents=False,
-        max_bytes_per_word=MAX_CHARS_PER_WORD)
+        max_bytes_per_word=max_chars_per_word)
     self._wordpiece_long = tf_text.FastBertTokenizer(
         vocab=vocab, token_out_type=tf.int32, unknown_token="[UNK]",
         lower_case_nfd_strip_accents=False,
-        max_bytes_per_word=4 * MAX_CHARS_PER_WORD)
+        max_bytes_per_word=4 * max_chars_per_word)
     self._is_suffix = tf.constant([t.startswith("##") for t in vocab])
 
   @classmethod
+  def from_settings(cls, settings: WordPieceSettings) -> "BertTokenizer":
+    return cls(settings.vocab, settings.lower_case,
+               settings.max_chars_per_word)
+
+  @classmethod
   def from_model_dir(cls, model_dir: str) -> "BertTokenizer":
-    return cls(load_vocab(os.path.join(model_dir, "vocab.txt")),
-               read_do_lower_case(model_dir))
+    return cls.from_settings(read_tokenizer(model_dir))
 
   def normalize(self, text: tf.Tensor) -> tf.Tensor:
     """HF BasicTokenizer's cleaning, lower-casing and accent stripping.
@@ -153,14 +264,14 @@ class BertTokenizer(tf.Module):
     """Every token of each (cleaned) text.
 
     As HF, a word (after splitting on spaces, punctuation and CJK characters)
-    of more than MAX_CHARS_PER_WORD characters becomes one [UNK]. The two
-    limits can only differ on a word over MAX_CHARS_PER_WORD bytes, i.e. of
+    of more than max_chars_per_word characters becomes one [UNK]. The two
+    limits can only differ on a word over max_chars_per_word bytes, i.e. of
     at least a quarter as many characters without a space or punctuation:
     only rows holding such a run (rare) take the exact path, which needs
     offsets and costs about twice as much.
     """
     normalized = self.normalize(text)
-    long_run = -(-(MAX_CHARS_PER_WORD + 1) // 4)
+    long_run = -(-(self.max_chars_per_word + 1) // 4)
     may_differ = tf.strings.regex_full_match(
         normalized, f"(?s).*[^\\s\\p{{P}}]{{{long_run},}}.*")
     return _replace_rows(
@@ -183,7 +294,7 @@ class BertTokenizer(tf.Module):
     words = tf.strings.substr(tf.gather(normalized, row), first, last - first,
                               unit="BYTE")
     too_long = tf.gather(tf.strings.length(words, unit="UTF8_CHAR") >
-                         MAX_CHARS_PER_WORD, word)
+                         self.max_chars_per_word, word)
     ids = tf.where(too_long, tf.constant(self.unk_id, ids.dtype), ids)
     keep = tf.logical_or(tf.logical_not(too_long), word_start)
     return tf.ragged.boolean_mask(pieces.with_flat_values(ids),
