@@ -1,7 +1,6 @@
 """Texts -> model inputs: token truncation equal to `transformers`, padding,
 the reference's character cut, and the exactness of the tokenizer's pre-cut."""
 
-import os
 import re
 
 import numpy as np

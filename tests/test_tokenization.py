@@ -1,6 +1,5 @@
 """In-graph tokenizer parity with `transformers.BertTokenizer` on real Chinese text."""
 
-import json
 import os
 
 import tensorflow as tf
