@@ -333,7 +333,7 @@ class FinetuneEndToEndTest(tf.test.TestCase):
     values = dict(model_name_or_path=self.model, output_dir=out,
                   train_file=os.path.join(data_dir, "train.jsonl"),
                   dev_file=os.path.join(data_dir, "dev.jsonl"), device="cpu",
-                  max_seq_length=64, batch_size=16, learning_rate=3e-3,
+                  max_seq_length=32, batch_size=16, learning_rate=3e-3,
                   epochs=3, logging_steps=1000, seed=3)
     values.update(overrides)
     return [f"--{k}={v}" for k, v in values.items()]
@@ -423,7 +423,7 @@ class FinetuneEndToEndTest(tf.test.TestCase):
     out = os.path.join(self.root, "search")
     self.finetune(["--task=afqmc", f"--data_dir={d}",
                    f"--model_name_or_path={self.model}", f"--output_dir={out}",
-                   "--device=cpu", "--epochs=1", "--max_seq_length=64",
+                   "--device=cpu", "--epochs=1", "--max_seq_length=32",
                    "--learning_rates=1e-3,3e-3", "--batch_sizes=8,16",
                    "--logging_steps=1000"])
     with open(os.path.join(out, "results.csv")) as f:
