@@ -252,19 +252,22 @@ def dataclass_from_flags(cls, flag_values: flags.FlagValues,
   return cls(**values)
 
 
-def path_identity(path: str) -> Optional[str]:
+def path_identity(path: str, output_dir: str) -> Optional[str]:
   """A digest of what a file or directory holds: its files' relative names
   and their bytes (or, past _IDENTITY_HASHED_BYTES, sizes); hidden files
-  and directories excluded. None if it does not exist."""
+  and directories, and the run's own `output_dir` should it lie inside,
+  excluded. None if it does not exist."""
   if not path or not os.path.exists(path):
     return None
+  output = os.path.realpath(output_dir)
   digest = hashlib.sha256()
   if os.path.isfile(path):
     entries = [("", path)]
   else:
     entries = []
     for root, dirs, names in os.walk(path):
-      dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+      dirs[:] = sorted(d for d in dirs if not d.startswith(".") and
+                       os.path.realpath(os.path.join(root, d)) != output)
       entries += [(os.path.relpath(os.path.join(root, n), path),
                    os.path.join(root, n))
                   for n in sorted(names) if not n.startswith(".")]
@@ -282,19 +285,20 @@ def stored_json(config) -> str:
   of every input it names."""
   values = dataclasses.asdict(config)
   values[IDENTITIES_KEY] = {
-      name: path_identity(values[name]) for name in PATH_FIELDS
-      if values.get(name)}
+      name: path_identity(values[name], config.output_dir)
+      for name in PATH_FIELDS if values.get(name)}
   return json.dumps(values, indent=2, sort_keys=True)
 
 
 def _input_change(name: str, current: str, stored: str,
-                  identities: Dict[str, str]) -> Optional[str]:
+                  identities: Dict[str, str], output_dir: str
+                  ) -> Optional[str]:
   """How the input flag `name` differs from the stored run's, or None: by
   what it holds where the run recorded that, else by resolved path."""
   if not current or not stored:
     return None if current == stored else f"(was {stored or 'unset'})"
   if identities.get(name) is not None:
-    if path_identity(current) == identities[name]:
+    if path_identity(current, output_dir) == identities[name]:
       return None
     if os.path.realpath(current) == os.path.realpath(stored):
       return "(its contents changed since the run started)"
@@ -324,11 +328,14 @@ def check_resumable(config, stored_text: str, stored_path: str,
 
   def change(name):
     if name in PATH_FIELDS:
-      return _input_change(name, current[name], stored[name], identities)
+      return _input_change(name, current[name], stored[name], identities,
+                           config.output_dir)
     return None if current[name] == stored[name] else \
         f"(was {stored[name]})"
-  changed = [f"--{name}={current[name]} {change(name)}" for name in current
-             if name not in ignored and name in stored and change(name)]
+  changes = {name: change(name) for name in current
+             if name not in ignored and name in stored}
+  changed = [f"--{name}={current[name]} {how}"
+             for name, how in changes.items() if how]
   if changed:
     allowed = ", ".join("--" + n for n in resumable)
     raise ConfigError(
