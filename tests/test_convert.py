@@ -54,6 +54,13 @@ class TeacherParityTest(tf.test.TestCase):
     encoder = self._assert_parity(d, model, pad_id=1)
     self.assertEqual(encoder.config.position_style, "roberta")
 
+  def test_xlm_roberta(self):
+    d = os.path.join(self.get_temp_dir(), "xlm_roberta")
+    model = hf_fixtures.make_hf_model(d, model_type="xlm-roberta")
+    encoder = self._assert_parity(d, model, pad_id=1)
+    self.assertEqual(encoder.config.position_style, "roberta")
+    self.assertEqual(encoder.config.pad_token_id, 1)
+
   def test_key_variants_prefix_gamma_beta_heads_and_shards(self):
     base = os.path.join(self.get_temp_dir(), "variants_base")
     model = hf_fixtures.make_hf_model(base)
@@ -274,7 +281,7 @@ class CheckpointErrorTest(tf.test.TestCase):
       json.dump(config, f)
     with self.assertRaisesRegex(convert.CheckpointError,
                                 r"config\.json: model_type 'gpt2' is not "
-                                r"supported; expected one of \['bert', 'roberta'\]"):
+                                r"supported; expected one of \['bert', 'roberta', 'xlm-roberta'\]"):
       convert.load_encoder(d)
 
   def test_empty_directory(self):

@@ -166,21 +166,80 @@ class DistillEndToEndTest(DistillTestBase):
     for directory in (hf_dir, teacher):
       got = transformers.AutoTokenizer.from_pretrained(directory)(line)
       self.assertEqual(got["input_ids"], want["input_ids"])
-    train = os.path.join(self.root, "json_task", "train.jsonl")
+    best = self.finetune_briefly(
+        teacher, ["the teacher" if i % 2 else "a world" for i in range(16)],
+        "json")
+    self.assertTrue(os.path.isdir(os.path.join(best, "saved_model")))
+
+  def finetune_briefly(self, model, texts, name):
+    """bin/finetune on `texts` labelled 0, 1, 0, ... for one epoch; returns
+    its best_model/ directory."""
+    train = os.path.join(self.root, f"{name}_task", "train.jsonl")
     os.makedirs(os.path.dirname(train), exist_ok=True)
     with open(train, "w", encoding="utf-8") as f:
-      for i in range(16):
-        f.write(json.dumps({"text": "the teacher" if i % 2 else "a world",
-                            "label": str(i % 2)}) + "\n")
+      for i, text in enumerate(texts):
+        f.write(json.dumps({"text": text, "label": str(i % 2)}) + "\n")
+    output_dir = os.path.join(self.root, f"{name}_finetune")
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "bin", "finetune"),
-         f"--model_name_or_path={teacher}", f"--train_file={train}",
-         f"--dev_file={train}", f"--output_dir={self.root}/json_finetune",
+         f"--model_name_or_path={model}", f"--train_file={train}",
+         f"--dev_file={train}", f"--output_dir={output_dir}",
          "--device=cpu", "--epochs=1", "--batch_size=8",
          "--max_seq_length=16"], capture_output=True, text=True, timeout=600)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    self.assertTrue(os.path.isdir(os.path.join(
-        self.root, "json_finetune", "best_model", "saved_model")))
+    return os.path.join(output_dir, "best_model")
+
+  def test_an_xlm_r_teacher_end_to_end(self):
+    # SentencePiece vocabulary of 250,002 pieces, pad id 1, RoBERTa
+    # positions: distill, export, serve strings, fine-tune the student.
+    import multilingual_text  # pylint: disable=g-import-not-at-top
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+    teacher = os.path.join(self.root, "xlmr_teacher")
+    hf_fixtures.xlmr_teacher_dir(teacher)
+    texts = [t for lines in multilingual_text.lines(per_locale=6).values()
+             for t in lines]
+    shards = os.path.join(self.root, "xlmr_shards")
+    _write_shards(shards, texts)
+    out = os.path.join(self.root, "xlmr_run")
+    self.distill(self.flags(out, teacher_model_name_or_path=teacher,
+                            teacher_model_type="roberta", input_dir=shards,
+                            max_steps=2, save_steps=2))
+    hf_dir = os.path.join(out, "model_2", "hf")
+    self.assertTrue({"tokenizer.json", "tokenizer_config.json"} <=
+                    set(os.listdir(hf_dir)))
+    self.assertNotIn("vocab.txt", os.listdir(hf_dir))
+    reference = transformers.AutoTokenizer.from_pretrained(teacher)
+    exported = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    model = transformers.BertModel.from_pretrained(hf_dir).eval()
+    self.assertEqual(model.config.pad_token_id, 1)
+    sample = texts[::7]
+    for text in sample:
+      self.assertEqual(exported(text)["input_ids"],
+                       reference(text)["input_ids"])
+
+    export_dir = os.path.join(self.root, "xlmr_export")
+    subprocess.run([sys.executable, os.path.join(REPO, "bin", "export"),
+                    f"--source={out}", f"--output_dir={export_dir}",
+                    "--max_seq_length=19"],
+                   check=True, capture_output=True, timeout=600)
+    served = tf.saved_model.load(os.path.join(export_dir, "saved_model"))
+    got = served.signatures["serving_default"](text=tf.constant(sample))
+    want = reference(sample, truncation=True, max_length=19, padding=True,
+                     return_tensors="pt")
+    self.assertAllEqual(got["input_mask"], want["attention_mask"].numpy())
+    with torch.no_grad():
+      hidden = model(input_ids=want["input_ids"],
+                     attention_mask=want["attention_mask"]).last_hidden_state
+    mask = want["attention_mask"].numpy()[..., None].astype(bool)
+    self.assertAllClose(np.where(mask, got["sequence_output"], 0),
+                        np.where(mask, hidden.numpy(), 0), atol=1e-4)
+
+    best = self.finetune_briefly(hf_dir, texts[:32], "xlmr")
+    classifier = transformers.AutoModelForSequenceClassification \
+        .from_pretrained(os.path.join(best, "hf"))
+    self.assertEqual(classifier.config.pad_token_id, 1)
+    self.assertTrue(os.path.isdir(os.path.join(best, "saved_model")))
 
   def test_exact_resume_after_exit(self):
     self._check_exact_resume("plain")
@@ -225,7 +284,13 @@ class DistillEndToEndTest(DistillTestBase):
         "truncated_teacher", lambda path: os.truncate(
             path, os.path.getsize(path) - 50))
     nan_teacher = self._broken_teacher("nan_teacher", _nan_in_safetensors)
+    other_pad = self._broken_teacher(
+        "other_pad_teacher", lambda path: hf_fixtures.edit_json(
+            os.path.join(os.path.dirname(path), "config.json"),
+            pad_token_id=1))
     cases = [
+        (dict(teacher_model_name_or_path=other_pad),
+         "vocab.txt pads with id 0 but the teacher's pad_token_id is 1"),
         (dict(learning_rate="inf"), "--learning_rate=inf: must be a finite"),
         (dict(teacher_half_precision=True), "--teacher_half_precision=True: "
                                             "holds the teacher in --amp_dtype "

@@ -282,6 +282,11 @@ class FinetuneInputChecksTest(tf.test.TestCase):
     pad_later = self._model_with_vocab(
         "pad_later", lambda v: [v[1], v[0]] + v[2:])
     self._refused("[PAD] must have id 0", model_name_or_path=pad_later)
+    other_pad = self._model_with_vocab("other_pad", lambda v: v)
+    hf_fixtures.edit_json(os.path.join(other_pad, "config.json"),
+                          pad_token_id=1)
+    self._refused("vocab.txt pads with id 0 but the model's pad_token_id is 1",
+                  model_name_or_path=other_pad)
     self._refused("--max_seq_length=64: exceeds the model's 40 positions",
                   max_seq_length=64)
 

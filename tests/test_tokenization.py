@@ -160,13 +160,13 @@ class TokenizerJsonTest(tf.test.TestCase):
   def test_what_cannot_be_reproduced_is_refused(self):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a"]
 
-    def unigram(spec):
-      spec["model"] = {"type": "Unigram", "vocab": [["<unk>", 0.0]]}
+    def bpe(spec):
+      spec["model"] = {"type": "BPE", "vocab": {"a": 0}, "merges": []}
 
     def accents_kept(spec):
       spec["normalizer"]["strip_accents"] = False
-    for edit, message in ((unigram, "the tokenizer's model is 'Unigram'; "
-                                    "only WordPiece"),
+    for edit, message in ((bpe, "the tokenizer's model is 'BPE'; only "
+                                "WordPiece .* and Unigram .* not BPE"),
                           (accents_kept, "strip_accents=False with "
                                          "lowercase=True is not supported")):
       with self.subTest(message=message):

@@ -114,7 +114,8 @@ _HF_FIELDS = {
     "attention_probs_dropout_prob": "attention_dropout",
     "initializer_range": "initializer_range", "pad_token_id": "pad_token_id",
 }
-_MODEL_TYPES = {"bert": "absolute", "roberta": "roberta"}
+_MODEL_TYPES = {"bert": "absolute", "roberta": "roberta",
+                "xlm-roberta": "roberta"}
 
 
 def config_from_hf(hf_config: Dict, source: str = "config.json"
@@ -440,16 +441,17 @@ def load_converted(path: str, dtype: Optional[str] = None,
 
 
 def export_hf(encoder: modeling.Encoder, output_dir: str,
-              tokenizer_dir: Optional[str] = None, do_lower_case: bool = True,
+              tokenizer_dir: Optional[str] = None,
               overwrite: bool = False, prefix: str = "",
               head_tensors: Optional[Dict[str, np.ndarray]] = None,
               config_updates: Optional[Dict] = None) -> None:
   """Writes a `transformers.BertModel` directory, atomically.
 
   Files: config.json, model.safetensors (float32), and the tokenizer files of
-  `tokenizer_dir` (vocab.txt at least); tokenizer_config.json is written if the
-  source has none. A model with a head (e.g. BertForSequenceClassification)
-  passes its tensors, `prefix="bert."` for the encoder's, and its config keys.
+  `tokenizer_dir`, completed by what its tokenizer needs that the source
+  lacks (vocab.txt for a WordPiece tokenizer.json, tokenizer_config.json). A
+  model with a head (e.g. BertForSequenceClassification) passes its tensors,
+  `prefix="bert."` for the encoder's, and its config keys.
   """
   tensors = dict(head_tensors or {})
   for entry in weight_map(encoder.config):
@@ -463,22 +465,20 @@ def export_hf(encoder: modeling.Encoder, output_dir: str,
                 f, indent=2, sort_keys=True)
     safetensors.numpy.save_file(tensors, os.path.join(staging, SAFETENSORS),
               metadata={"format": "pt"})
-    copied = copy_tokenizer_files(tokenizer_dir, staging) if tokenizer_dir else []
-    if tokenizer_dir and "vocab.txt" not in copied:
-      # A source with only tokenizer.json: its vocabulary as vocab.txt too,
-      # for the slow BertTokenizer and every reader of vocab.txt.
-      try:
-        vocab = tokenization.read_tokenizer(tokenizer_dir).vocab
-      except tokenization.TokenizerError as e:
-        raise CheckpointError(f"no vocabulary to export with the model: {e}"
-                              ) from None
-      with open(os.path.join(staging, "vocab.txt"), "w",
-                encoding="utf-8") as f:
-        f.write("\n".join(vocab) + "\n")
-    if "tokenizer_config.json" not in copied:
-      with open(os.path.join(staging, "tokenizer_config.json"), "w",
-                encoding="utf-8") as f:
-        json.dump({"tokenizer_class": "BertTokenizer",
-                   "do_lower_case": do_lower_case,
-                   "model_max_length": encoder.config.max_position_embeddings},
-                  f, indent=2)
+    if tokenizer_dir:
+      _write_hf_tokenizer(tokenizer_dir, staging,
+                          encoder.config.max_position_embeddings)
+
+
+def _write_hf_tokenizer(tokenizer_dir: str, target_dir: str,
+                        model_max_length: int) -> None:
+  copied = copy_tokenizer_files(tokenizer_dir, target_dir)
+  try:
+    settings = tokenization.read_tokenizer(tokenizer_dir)
+  except tokenization.TokenizerError as e:
+    raise CheckpointError(f"no tokenizer to export with the model: {e}"
+                          ) from None
+  for name, text in settings.hf_files(model_max_length).items():
+    if name not in copied:
+      with open(os.path.join(target_dir, name), "w", encoding="utf-8") as f:
+        f.write(text)

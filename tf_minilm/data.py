@@ -24,7 +24,6 @@ import tensorflow as tf
 
 from tf_minilm import io_utils
 from tf_minilm import text_encoding
-from tf_minilm import tokenization
 
 PADDING_MODES = text_encoding.PADDING_MODES
 BATCHING_MODES = ("random", "grouped")
@@ -151,7 +150,7 @@ def list_shards(input_dir: str) -> List[str]:
   return shards
 
 
-def text_encoder(tokenizer: tokenization.BertTokenizer,
+def text_encoder(tokenizer: text_encoding.Tokenizer,
                  config: PipelineConfig) -> text_encoding.TextEncoder:
   return text_encoding.TextEncoder(
       tokenizer, config.max_seq_length, char_cut=config.char_cut,
@@ -236,7 +235,7 @@ def _grouped_batches(lines: tf.data.Dataset,
   return batches
 
 
-def make_dataset(shards: List[str], tokenizer: tokenization.BertTokenizer,
+def make_dataset(shards: List[str], tokenizer: text_encoding.Tokenizer,
                  config: PipelineConfig,
                  input_context: Optional[tf.distribute.InputContext] = None,
                  skip_batches: int = 0) -> tf.data.Dataset:

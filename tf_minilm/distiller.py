@@ -173,9 +173,7 @@ class DistillationTask:
           os.path.join(staging, layout_lib.STUDENT_KERAS))
       convert.export_hf(self.models.student,
                         os.path.join(staging, layout_lib.STUDENT_HF),
-                        tokenizer_dir=tokenizer_dir,
-                        do_lower_case=self.resolved.tokenizer_settings
-                        .lower_case)
+                        tokenizer_dir=tokenizer_dir)
       convert.copy_tokenizer_files(tokenizer_dir, staging)
 
   def as_trainer_task(self) -> trainer.Task:

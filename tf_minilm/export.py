@@ -55,7 +55,7 @@ class _TextServing(tf.Module):
   request's shapes checked in the graph; subclasses map the encoded batch to
   their outputs in `_outputs`."""
 
-  def __init__(self, name: str, tokenizer: tokenization.BertTokenizer,
+  def __init__(self, name: str, tokenizer: text_encoding.Tokenizer,
                vocab_path: str, max_seq_length: int):
     super().__init__(name=name)
     self.tokenizer = tokenizer
@@ -90,7 +90,7 @@ class ServingModule(_TextServing):
   """Tokenizer + encoder with string and id signatures."""
 
   def __init__(self, encoder: modeling.Encoder,
-               tokenizer: tokenization.BertTokenizer, vocab_path: str,
+               tokenizer: text_encoding.Tokenizer, vocab_path: str,
                max_seq_length: int):
     super().__init__("tf_minilm_serving", tokenizer, vocab_path,
                      max_seq_length)
@@ -146,7 +146,7 @@ class ClassifierServingModule(_TextServing):
   """Tokenizer + fine-tuned classifier: texts (or pairs) -> `logits` and
   `probabilities` `[B, C]` float32 and `label` `[B]` string."""
 
-  def __init__(self, model: keras.Model, tokenizer: tokenization.BertTokenizer,
+  def __init__(self, model: keras.Model, tokenizer: text_encoding.Tokenizer,
                vocab_path: str, labels, max_seq_length: int):
     super().__init__("tf_minilm_classifier", tokenizer, vocab_path,
                      max_seq_length)
@@ -160,7 +160,7 @@ class ClassifierServingModule(_TextServing):
 
 
 def export_classifier(model: keras.Model,
-                      tokenizer: tokenization.BertTokenizer, vocab_path: str,
+                      tokenizer: text_encoding.Tokenizer, vocab_path: str,
                       labels, max_seq_length: int,
                       saved_model_dir: str) -> None:
   """A SavedModel of a fine-tuned classifier's Keras model: serving_default
@@ -195,7 +195,8 @@ def load_student(source: str) -> modeling.Encoder:
     raise ExportError(str(e)) from None
   teacher = convert.read_encoder_config(config.teacher_model_name_or_path)
   student = modeling.Encoder(
-      resolve.student_encoder_config(config, teacher.vocab_size),
+      resolve.student_encoder_config(config, teacher.vocab_size,
+                                     teacher.pad_token_id),
       dtype="float32", name="student")
   try:
     status = tf.train.Checkpoint(student=student.model).restore(checkpoint)
@@ -261,7 +262,7 @@ def export(source: str, output_dir: str, max_seq_length: int = 128,
                       f"{student.config.max_position_embeddings} positions")
   tokenizer_dir = _tokenizer_dir(source)
   settings = tokenization.read_tokenizer(tokenizer_dir)
-  tokenizer = tokenization.BertTokenizer.from_settings(settings)
+  tokenizer = settings.tokenizer()
   with io_utils.atomic_directory(output_dir, overwrite) as staging:
     module = ServingModule(student, tokenizer, settings.path, max_seq_length)
     saved_model_dir = os.path.join(staging, SAVED_MODEL)
@@ -271,8 +272,7 @@ def export(source: str, output_dir: str, max_seq_length: int = 128,
         "serving_ids": module.serve_ids})
     student.model.save(os.path.join(staging, layout_lib.STUDENT_KERAS))
     convert.export_hf(student, os.path.join(staging, layout_lib.STUDENT_HF),
-                      tokenizer_dir=tokenizer_dir,
-                      do_lower_case=tokenizer.lower_case)
+                      tokenizer_dir=tokenizer_dir)
     info = {
         "source": os.path.abspath(source),
         "max_seq_length": max_seq_length,

@@ -99,7 +99,7 @@ def _tensors(dataset: finetune_data.Dataset):
                       tf.int32))
 
 
-def make_encoder(tokenizer: tokenization.BertTokenizer, max_seq_length: int,
+def make_encoder(tokenizer: text_encoding.Tokenizer, max_seq_length: int,
                  pairs: bool):
   """(text, text_pair, label) batches -> model inputs and `label`."""
   encoder = text_encoding.TextEncoder(tokenizer, max_seq_length)
@@ -213,8 +213,7 @@ class FineTuningTask:
     self.labels = task_data.train.labels
     self.tokenizer_dir = tokenizer_dir(config.model_name_or_path)
     self.tokenizer_settings = tokenization.read_tokenizer(self.tokenizer_dir)
-    self.tokenizer = tokenization.BertTokenizer.from_settings(
-        self.tokenizer_settings)
+    self.tokenizer = self.tokenizer_settings.tokenizer()
     self.global_batch = config.batch_size * strategy.num_replicas_in_sync
     self.steps_per_epoch = len(task_data.train.examples) // (
         self.global_batch * config.grad_accum_steps)
@@ -303,8 +302,7 @@ class FineTuningTask:
     with io_utils.atomic_directory(model_dir, overwrite=True) as staging:
       write_classifier(self.classifier, os.path.join(staging,
                                                      layout_lib.STUDENT_HF),
-                       self.tokenizer_dir, self.labels,
-                       self.tokenizer.lower_case)
+                       self.tokenizer_dir, self.labels)
       write_info(staging, self.config, self.labels, self.data.train.pairs)
 
   def as_trainer_task(self) -> trainer.Task:
@@ -331,13 +329,13 @@ def write_info(directory: str, config: config_lib.FinetuneConfig,
 
 
 def write_classifier(classifier: Classifier, hf_dir: str, tokenizer_source: str,
-                     labels, lower_case: bool) -> None:
+                     labels) -> None:
   """A `transformers.BertForSequenceClassification` directory."""
   kernel, bias = (np.asarray(w.numpy(), np.float32)
                   for w in classifier.dense.weights)
   convert.export_hf(
       classifier.encoder, hf_dir, tokenizer_dir=tokenizer_source,
-      do_lower_case=lower_case, prefix="bert.",
+      prefix="bert.",
       head_tensors={CLASSIFIER_KERNEL: np.ascontiguousarray(kernel.T),
                     CLASSIFIER_BIAS: bias},
       config_updates={
@@ -473,6 +471,11 @@ def _check_source(config: config_lib.FinetuneConfig) -> None:
                       f"{os.path.basename(settings.path)} has "
                       f"{len(settings.vocab)} tokens but the model embeds "
                       f"only {architecture.vocab_size}")
+  if settings.pad_id != architecture.pad_token_id:
+    raise ConfigError("model_name_or_path", source,
+                      f"{os.path.basename(settings.path)} pads with id "
+                      f"{settings.pad_id} but the model's pad_token_id is "
+                      f"{architecture.pad_token_id}")
   if config.max_seq_length > architecture.max_position_embeddings:
     raise ConfigError("max_seq_length", config.max_seq_length,
                       f"exceeds the model's "

@@ -26,26 +26,27 @@ ConfigError = config_lib.ConfigError
 @dataclasses.dataclass(frozen=True)
 class Resolved:
   """teacher/student: architectures (the teacher's as in its checkpoint);
-  tokenizer_settings: the teacher's tokenizer; shards and eval_shards: input
-  files."""
+  tokenizer_settings: the teacher's tokenizer (tokenization.read_tokenizer);
+  shards and eval_shards: input files."""
   teacher: modeling.EncoderConfig
   student: modeling.EncoderConfig
-  tokenizer_settings: tokenization.WordPieceSettings
+  tokenizer_settings: object
   shards: List[str]
   eval_shards: Optional[List[str]]
 
-  def tokenizer(self) -> tokenization.BertTokenizer:
-    return tokenization.BertTokenizer.from_settings(self.tokenizer_settings)
+  def tokenizer(self):
+    return self.tokenizer_settings.tokenizer()
 
 
 def run_layout(config: config_lib.DistillConfig) -> layout_lib.RunLayout:
   return layout_lib.RunLayout(config.output_dir, config_lib.CONFIG_FILENAME)
 
 
-def student_encoder_config(config: config_lib.DistillConfig, vocab_size: int
-                           ) -> modeling.EncoderConfig:
+def student_encoder_config(config: config_lib.DistillConfig, vocab_size: int,
+                           pad_token_id: int) -> modeling.EncoderConfig:
   """The student's architecture: of `--student_init`, else the preset of
-  `--model_type`/`--num_layers` with the `--student_*` overrides."""
+  `--model_type`/`--num_layers` with the `--student_*` overrides and the
+  teacher's vocabulary and padding id."""
   if config.student_init:
     return convert.read_hf_config(config.student_init)[0]
   overrides = {name: getattr(config, f"student_{name}")
@@ -54,7 +55,7 @@ def student_encoder_config(config: config_lib.DistillConfig, vocab_size: int
   return modeling.student_config(
       config.model_type, config.num_layers, vocab_size,
       hidden_dropout=config.dropout, attention_dropout=config.dropout,
-      **overrides)
+      pad_token_id=pad_token_id, **overrides)
 
 
 def _check(condition: bool, flag: str, value, message: str) -> None:
@@ -95,12 +96,17 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
          "teacher_model_name_or_path", path,
          f"{os.path.basename(settings.path)} has {len(settings.vocab)} tokens "
          f"but the teacher's vocab_size is {teacher.vocab_size}")
+  _check(settings.pad_id == teacher.pad_token_id,
+         "teacher_model_name_or_path", path,
+         f"{os.path.basename(settings.path)} pads with id {settings.pad_id} "
+         f"but the teacher's pad_token_id is {teacher.pad_token_id}")
   _check(0 <= c.teacher_layer_index < teacher.num_layers,
          "teacher_layer_index", c.teacher_layer_index,
          f"out of range for the {teacher.num_layers}-layer teacher "
          f"(0..{teacher.num_layers - 1})")
   try:
-    student = student_encoder_config(c, teacher.vocab_size)
+    student = student_encoder_config(c, teacher.vocab_size,
+                                     teacher.pad_token_id)
   except ValueError as e:
     flag = "student_init" if c.student_init else "num_layers"
     raise ConfigError(flag, c.student_init or c.num_layers, str(e)) from None
@@ -109,6 +115,9 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
          c.student_init or c.model_type,
          f"student vocab_size {student.vocab_size} differs from the teacher's "
          f"{teacher.vocab_size}")
+  _check(student.pad_token_id == teacher.pad_token_id, "student_init",
+         c.student_init, f"pad_token_id {student.pad_token_id} differs from "
+         f"the teacher's {teacher.pad_token_id}")
   _check(0 <= c.student_layer_index < student.num_layers, "student_layer_index",
          c.student_layer_index, f"out of range for the {student.num_layers}-layer"
          f" student (0..{student.num_layers - 1})")

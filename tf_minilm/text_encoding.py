@@ -12,18 +12,11 @@ per-line character cut (PaddleNLP cuts every Chinese pre-training line to L
 characters before tokenizing) is available to distillation as `char_cut`,
 and nowhere else.
 
-A tokenizer behind this interface provides:
-  tokenize(text, max_tokens=None) -> `[B, (pieces)]` int32 ids without special
-      tokens; with `max_tokens`, the first `max_tokens` of the whole text's
-      (it may avoid tokenizing all of a long text, but must prove the ids
-      equal)
-  num_special_tokens(pair) -> how many special tokens a single text or a pair
-      adds
-  add_special_tokens(a, b=None) -> (ids, segment_ids), each `[B, (len)]`
-  pad_id
+Two tokenizers fill the `Tokenizer` interface: `tokenization.BertTokenizer`
+(WordPiece) and `unigram_tokenization.UnigramTokenizer` (SentencePiece).
 """
 
-from typing import Dict
+from typing import Dict, Optional, Protocol, Tuple
 
 import tensorflow as tf
 
@@ -32,12 +25,31 @@ from tf_minilm import tokenization
 PADDING_MODES = ("longest", "bucket")
 
 
+class Tokenizer(Protocol):
+  """What TextEncoder needs of a tokenizer."""
+  pad_id: int
+
+  def tokenize(self, text: tf.Tensor,
+               max_tokens: Optional[int] = None) -> tf.RaggedTensor:
+    """`[B]` strings -> `[B, (pieces)]` int32 ids without special tokens;
+    with `max_tokens`, the first `max_tokens` of the whole text's (it may
+    avoid tokenizing all of a long text, but must prove the ids equal)."""
+
+  def num_special_tokens(self, pair: bool) -> int:
+    """How many special tokens a single text or a pair adds."""
+
+  def add_special_tokens(self, a: tf.RaggedTensor,
+                         b: Optional[tf.RaggedTensor] = None
+                         ) -> Tuple[tf.RaggedTensor, tf.RaggedTensor]:
+    """(ids, segment_ids), each `[B, (len)]` int32."""
+
+
 class TextEncoder:
   """Strings -> `token_ids`/`segment_ids` int32 and `padding_mask` bool
   `[B, L]`, at most `max_seq_length` tokens per row, special tokens included.
 
   Args:
-    tokenizer: see the module docstring.
+    tokenizer: a `Tokenizer`.
     max_seq_length: tokens per row, special tokens included.
     char_cut: cut each text to `max_seq_length` characters before tokenizing
       (the reference's pre-training reader; distillation only).
@@ -45,7 +57,8 @@ class TextEncoder:
       of `bucket_multiple` (fewer shapes for XLA), at most `max_seq_length`.
   """
 
-  def __init__(self, tokenizer, max_seq_length: int, char_cut: bool = False,
+  def __init__(self, tokenizer: Tokenizer, max_seq_length: int,
+               char_cut: bool = False,
                padding: str = "longest", bucket_multiple: int = 32):
     if max_seq_length < tokenizer.num_special_tokens(pair=True):
       raise tokenization.TokenizerError(

@@ -10,7 +10,7 @@ ids differ from HF's on most Chinese lines. This module reproduces HF's
 import dataclasses
 import json
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import tensorflow as tf
 import tensorflow_text as tf_text
@@ -24,6 +24,9 @@ TOKENIZER_JSON = "tokenizer.json"
 MAX_CHARS_PER_WORD = 100
 # What HF's BasicTokenizer reads as whitespace (and turns into a space).
 _WHITESPACE_CHARS = r"\t\n\r\p{Zs}"
+# AutoTokenizer's class for a model directory without tokenizer_config.json,
+# where the class changes the ids (it rebuilds the pipeline).
+_MODEL_TYPE_TOKENIZERS = {"xlm-roberta": "XLMRobertaTokenizer"}
 # `tokenize(text, max_tokens)` tokenizes at most this many characters per
 # wanted token before falling back to the whole text: English runs at 4 to 6
 # characters per token, Chinese at about 1.
@@ -89,16 +92,38 @@ class WordPieceSettings:
   max_chars_per_word: int
   path: str
 
+  @property
+  def pad_id(self) -> int:
+    return self.vocab.index("[PAD]")
+
+  def tokenizer(self) -> "BertTokenizer":
+    return BertTokenizer(self.vocab, self.lower_case, self.max_chars_per_word)
+
+  def hf_files(self, model_max_length: int) -> Dict[str, str]:
+    """Tokenizer files for a HF model directory (written where the source
+    has none): vocab.txt for the slow BertTokenizer and every reader of it,
+    and tokenizer_config.json."""
+    return {VOCAB_FILE: "\n".join(self.vocab) + "\n",
+            "tokenizer_config.json": json.dumps(
+                {"tokenizer_class": "BertTokenizer",
+                 "do_lower_case": self.lower_case,
+                 "model_max_length": model_max_length}, indent=2)}
+
 
 def has_tokenizer_files(model_dir: str) -> bool:
   return any(os.path.isfile(os.path.join(model_dir, name))
              for name in (VOCAB_FILE, TOKENIZER_JSON))
 
 
-def read_tokenizer(model_dir: str) -> WordPieceSettings:
+def read_tokenizer(model_dir: str):
   """The tokenizer of a HF model directory: `vocab.txt` (with
   `tokenizer_config.json`'s do_lower_case), else the fast tokenizer's
-  `tokenizer.json`, which many current models ship alone."""
+  `tokenizer.json`, which many current models ship alone.
+
+  Returns WordPieceSettings or unigram_tokenization.UnigramSettings; either
+  has `vocab`, `pad_id`, `path`, `tokenizer()` (the in-graph tokenizer
+  behind text_encoding.TextEncoder) and `hf_files(model_max_length)`.
+  """
   vocab_path = os.path.join(model_dir, VOCAB_FILE)
   if os.path.isfile(vocab_path):
     return WordPieceSettings(load_vocab(vocab_path),
@@ -106,15 +131,37 @@ def read_tokenizer(model_dir: str) -> WordPieceSettings:
                              vocab_path)
   json_path = os.path.join(model_dir, TOKENIZER_JSON)
   if os.path.isfile(json_path):
-    return read_tokenizer_json(json_path)
+    return read_tokenizer_json(json_path, transformers_class(model_dir))
   raise TokenizerError(f"{model_dir}: no {VOCAB_FILE} or {TOKENIZER_JSON} "
                        "(the model's tokenizer)")
 
 
-def read_tokenizer_json(path: str) -> WordPieceSettings:
-  """A `tokenizers` WordPiece tokenizer.json: its vocabulary and the
-  BertNormalizer settings; anything this tokenizer would not reproduce
-  exactly is refused."""
+def transformers_class(model_dir: str) -> Optional[str]:
+  """The tokenizer class transformers' AutoTokenizer builds for
+  `model_dir` (without a "Fast" suffix), as far as it decides it from
+  tokenizer_config.json or config.json's model_type; None if neither says."""
+  for name, key in (("tokenizer_config.json", "tokenizer_class"),
+                    ("config.json", "model_type")):
+    path = os.path.join(model_dir, name)
+    if not os.path.isfile(path):
+      continue
+    try:
+      with open(path, encoding="utf-8") as f:
+        value = json.load(f).get(key)
+    except (OSError, ValueError, AttributeError) as e:
+      raise TokenizerError(f"{path}: not a readable JSON object ({e})"
+                           ) from None
+    if key == "model_type":
+      value = _MODEL_TYPE_TOKENIZERS.get(value)
+    if isinstance(value, str):
+      return value[:-len("Fast")] if value.endswith("Fast") else value
+  return None
+
+
+def read_tokenizer_json(path: str, tokenizer_class: Optional[str] = None):
+  """A `tokenizers` tokenizer.json: WordPiece (its vocabulary and the
+  BertNormalizer settings) or Unigram (SentencePiece); anything these
+  tokenizers would not reproduce exactly is refused."""
   try:
     with open(path, encoding="utf-8") as f:
       spec = json.load(f)
@@ -127,10 +174,14 @@ def read_tokenizer_json(path: str) -> WordPieceSettings:
   require(isinstance(spec, dict) and isinstance(spec.get("model"), dict),
           "no \"model\" object")
   model = spec["model"]
+  if model.get("type") == "Unigram":
+    # Imported here: the Unigram module builds on this one.
+    from tf_minilm import unigram_tokenization  # pylint: disable=g-import-not-at-top
+    return unigram_tokenization.read_unigram_json(spec, path, tokenizer_class)
   require(model.get("type") == "WordPiece",
           f"the tokenizer's model is {model.get('type')!r}; only WordPiece "
-          "(BERT) vocabularies are supported, not SentencePiece (Unigram) "
-          "or BPE ones")
+          "(BERT) and Unigram (SentencePiece) vocabularies are supported, "
+          "not BPE ones")
   require(model.get("continuing_subword_prefix", "##") == "##",
           "continuing_subword_prefix must be '##'")
   vocab = model.get("vocab")
@@ -203,13 +254,11 @@ class BertTokenizer(tf.Module):
     self._is_suffix = tf.constant([t.startswith("##") for t in vocab])
 
   @classmethod
-  def from_settings(cls, settings: WordPieceSettings) -> "BertTokenizer":
-    return cls(settings.vocab, settings.lower_case,
-               settings.max_chars_per_word)
-
-  @classmethod
   def from_model_dir(cls, model_dir: str) -> "BertTokenizer":
-    return cls.from_settings(read_tokenizer(model_dir))
+    settings = read_tokenizer(model_dir)
+    if not isinstance(settings, WordPieceSettings):
+      raise TokenizerError(f"{settings.path}: not a WordPiece tokenizer")
+    return settings.tokenizer()
 
   def normalize(self, text: tf.Tensor) -> tf.Tensor:
     """HF BasicTokenizer's cleaning, lower-casing and accent stripping.
