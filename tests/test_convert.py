@@ -11,6 +11,7 @@ import tensorflow as tf
 import hf_fixtures
 from tf_minilm import convert
 from tf_minilm import modeling
+from tf_minilm import tokenization
 
 ATOL = 1e-5
 
@@ -60,6 +61,18 @@ class TeacherParityTest(tf.test.TestCase):
     encoder = self._assert_parity(d, model, pad_id=1)
     self.assertEqual(encoder.config.position_style, "roberta")
     self.assertEqual(encoder.config.pad_token_id, 1)
+
+  def test_converted_xlm_r_teacher_keeps_its_tokenizer_class(self):
+    # Only config.json's model_type says XLMRobertaTokenizer (which splits
+    # on whitespace); the converted directory must still say it.
+    d = os.path.join(self.get_temp_dir(), "xlmr_teacher")
+    hf_fixtures.xlmr_teacher_dir(d)
+    self.assertEqual(tokenization.read_tokenizer(d).whitespace, "split")
+    out = os.path.join(self.get_temp_dir(), "xlmr_converted")
+    convert.save_converted(convert.load_encoder(d), out, tokenizer_dir=d)
+    settings = tokenization.read_tokenizer(out)
+    self.assertEqual((settings.whitespace, settings.tokenizer_class),
+                     ("split", "XLMRobertaTokenizer"))
 
   def test_key_variants_prefix_gamma_beta_heads_and_shards(self):
     base = os.path.join(self.get_temp_dir(), "variants_base")

@@ -393,12 +393,22 @@ def check_finite(encoder: modeling.Encoder, source: str) -> None:
 # ---------------------------------------------------------------- writing
 
 def copy_tokenizer_files(source_dir: str, target_dir: str) -> List[str]:
+  """Copies the tokenizer files; returns their names. A source whose
+  tokenizer class only its config.json's model_type tells (an XLM-R model
+  without tokenizer_config.json) gets a tokenizer_config.json naming it: the
+  class decides the ids, and the copy's config.json is not the source's."""
   copied = []
   for name in TOKENIZER_FILES:
     path = os.path.join(source_dir, name)
     if os.path.isfile(path):
       shutil.copyfile(path, os.path.join(target_dir, name))
       copied.append(name)
+  tokenizer_class = tokenization.transformers_class(source_dir)
+  if "tokenizer_config.json" not in copied and tokenizer_class:
+    with open(os.path.join(target_dir, "tokenizer_config.json"), "w",
+              encoding="utf-8") as f:
+      json.dump({"tokenizer_class": tokenizer_class}, f, indent=2)
+    copied.append("tokenizer_config.json")
   return copied
 
 
