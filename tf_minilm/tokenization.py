@@ -64,15 +64,19 @@ def read_do_lower_case(model_dir: str) -> bool:
   path = os.path.join(model_dir, "tokenizer_config.json")
   if not os.path.isfile(path):
     return True
-  try:
-    with open(path, encoding="utf-8") as f:
-      value = json.load(f).get("do_lower_case", True)
-  except (OSError, ValueError) as e:
-    raise TokenizerError(f"{path}: not readable JSON ({e})") from None
+  value = _read_json(path).get("do_lower_case", True)
   if not isinstance(value, bool):
     raise TokenizerError(f"{path}: do_lower_case must be true or false, got "
                          f"{value!r}")
   return value
+
+
+def _read_json(path: str):
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise TokenizerError(f"{path}: not readable JSON ({e})") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,12 +149,10 @@ def transformers_class(model_dir: str) -> Optional[str]:
     path = os.path.join(model_dir, name)
     if not os.path.isfile(path):
       continue
-    try:
-      with open(path, encoding="utf-8") as f:
-        value = json.load(f).get(key)
-    except (OSError, ValueError, AttributeError) as e:
-      raise TokenizerError(f"{path}: not a readable JSON object ({e})"
-                           ) from None
+    content = _read_json(path)
+    if not isinstance(content, dict):
+      raise TokenizerError(f"{path}: not a JSON object")
+    value = content.get(key)
     if key == "model_type":
       value = _MODEL_TYPE_TOKENIZERS.get(value)
     if isinstance(value, str):
@@ -162,11 +164,7 @@ def read_tokenizer_json(path: str, tokenizer_class: Optional[str] = None):
   """A `tokenizers` tokenizer.json: WordPiece (its vocabulary and the
   BertNormalizer settings) or Unigram (SentencePiece); anything these
   tokenizers would not reproduce exactly is refused."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      spec = json.load(f)
-  except (OSError, ValueError) as e:
-    raise TokenizerError(f"{path}: not readable JSON ({e})") from None
+  spec = _read_json(path)
 
   def require(condition, message):
     if not condition:
