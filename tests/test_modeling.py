@@ -110,6 +110,19 @@ class EncoderTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "no student preset for "
                                 "model_type='ppminilm' with num_layers=5"):
       modeling.student_config("ppminilm", 5, vocab_size=10)
+    with self.assertRaisesRegex(ValueError, "needs all of hidden_size"):
+      modeling.student_config("ppminilm", 3, vocab_size=10, hidden_size=24,
+                              num_heads=3)
+    # A depth without a preset takes its whole shape from the overrides.
+    config = modeling.student_config("ppminilm", 3, vocab_size=10,
+                                     hidden_size=24, num_heads=3,
+                                     intermediate_size=40)
+    self.assertEqual((config.num_layers, config.hidden_size, config.num_heads,
+                      config.intermediate_size, config.hidden_act),
+                     (3, 24, 3, 40, "relu"))
+    self.assertEqual(modeling.student_config(
+        "roberta", 5, vocab_size=10, hidden_size=24, num_heads=3,
+        intermediate_size=40).hidden_act, "gelu")
 
   def test_layer_configs_are_constructor_arguments(self):
     encoder = modeling.Encoder(TINY)

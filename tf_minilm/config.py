@@ -190,7 +190,10 @@ _HELP = {
     "exit_after_steps": "Checkpoint and exit after this many steps of this "
                         "process (time-sliced jobs; 0: run to --max_steps). "
                         "Running the same command again resumes.",
-    "student_hidden_size": "Override the preset's hidden size (0: preset).",
+    "student_hidden_size": "Override the preset's hidden size (0: preset). "
+                           "A --num_layers without a preset needs this, "
+                           "--student_num_heads and "
+                           "--student_intermediate_size.",
     "student_num_heads": "Override the preset's attention heads (0: preset).",
     "student_intermediate_size": "Override the preset's FFN size (0: preset).",
     "max_consecutive_skipped_steps": "Stop with an error (exit 3) after this "

@@ -138,17 +138,31 @@ STUDENT_PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
+# The activation of each student kind, for depths without a preset.
+STUDENT_ACTIVATIONS = {"ppminilm": "relu", "roberta": "gelu"}
+STUDENT_SHAPE = ("hidden_size", "num_heads", "intermediate_size")
+
+
 def student_config(model_type: str, num_layers: int, vocab_size: int,
                    **overrides) -> EncoderConfig:
-  """The recipe's student of `model_type` ("ppminilm"|"roberta") and depth."""
-  candidates = {name: preset for name, preset in STUDENT_PRESETS.items()
-                if name.startswith(f"{model_type}-{num_layers}l-")}
-  if len(candidates) != 1:
+  """The recipe's student of `model_type` ("ppminilm"|"roberta") and depth:
+  the preset of that depth, or any depth when `overrides` give the whole
+  shape (hidden_size, num_heads, intermediate_size)."""
+  candidates = [preset for name, preset in STUDENT_PRESETS.items()
+                if name.startswith(f"{model_type}-{num_layers}l-")]
+  if len(candidates) == 1:
+    values = dict(candidates[0])
+  elif (model_type in STUDENT_ACTIVATIONS
+        and all(overrides.get(name) for name in STUDENT_SHAPE)):
+    values = dict(num_layers=num_layers,
+                  hidden_act=STUDENT_ACTIVATIONS[model_type])
+  else:
     raise ValueError(
         f"no student preset for model_type={model_type!r} with "
-        f"num_layers={num_layers}; presets: {sorted(STUDENT_PRESETS)}")
-  values = dict(next(iter(candidates.values())), vocab_size=vocab_size,
-                max_position_embeddings=512, type_vocab_size=2, pad_token_id=0)
+        f"num_layers={num_layers}; presets: {sorted(STUDENT_PRESETS)}; "
+        f"another depth needs all of {', '.join(STUDENT_SHAPE)} set")
+  values.update(vocab_size=vocab_size, max_position_embeddings=512,
+                type_vocab_size=2, pad_token_id=0)
   values.update(overrides)
   return EncoderConfig(**values)
 
