@@ -61,6 +61,13 @@ class TruncationParityTest(tf.test.TestCase):
         with self.subTest(text=name, max_length=max_length):
           self._assert_single(texts, max_length)
 
+  def test_capital_sigma_lower_cases_without_the_final_form(self):
+    # transformers lower-cases character by character (Σ -> σ everywhere);
+    # ICU's lower-casing writes ς at the end of a word. A ς in the text
+    # stays ς.
+    self._assert_single(["ΟΜΙΛΟΣ ΕΤΑΙΡΕΙΩΝ", "Ο ΚΟΣΜΟΣ. ΑΣ.Β ΣΣ Σ",
+                         "ομιλος ομιλοσ ΟΜΙΛΟς", "Ολυμπιακός ΟΛΥΜΠΙΑΚΟΣ"], 32)
+
   def test_words_straddling_the_limit(self):
     # Every limit from 3 to 40 cuts this line somewhere, many of them inside
     # a word of several pieces.

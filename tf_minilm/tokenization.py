@@ -10,7 +10,7 @@ ids differ from HF's on most Chinese lines. This module reproduces HF's
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_text as tf_text
@@ -64,14 +64,14 @@ def read_do_lower_case(model_dir: str) -> bool:
   path = os.path.join(model_dir, "tokenizer_config.json")
   if not os.path.isfile(path):
     return True
-  value = _read_json(path).get("do_lower_case", True)
+  value = read_json(path).get("do_lower_case", True)
   if not isinstance(value, bool):
     raise TokenizerError(f"{path}: do_lower_case must be true or false, got "
                          f"{value!r}")
   return value
 
 
-def _read_json(path: str):
+def read_json(path: str):
   try:
     with open(path, encoding="utf-8") as f:
       return json.load(f)
@@ -99,6 +99,20 @@ class WordPieceSettings:
   @property
   def pad_id(self) -> int:
     return self.vocab.index("[PAD]")
+
+  @property
+  def unk_id(self) -> int:
+    return self.vocab.index("[UNK]")
+
+  @property
+  def special_ids(self) -> List[int]:
+    return [self.vocab.index(token) for token in SPECIAL_TOKENS + ("[MASK]",)
+            if token in self.vocab]
+
+  def restricted(self, ids: Sequence[int]) -> "WordPieceSettings":
+    """These settings with only the tokens `ids` (ascending, the special
+    tokens among them), renumbered from 0."""
+    return dataclasses.replace(self, vocab=[self.vocab[i] for i in ids])
 
   def tokenizer(self) -> "BertTokenizer":
     return BertTokenizer(self.vocab, self.lower_case, self.max_chars_per_word)
@@ -149,7 +163,7 @@ def transformers_class(model_dir: str) -> Optional[str]:
     path = os.path.join(model_dir, name)
     if not os.path.isfile(path):
       continue
-    content = _read_json(path)
+    content = read_json(path)
     if not isinstance(content, dict):
       raise TokenizerError(f"{path}: not a JSON object")
     value = content.get(key)
@@ -164,7 +178,7 @@ def read_tokenizer_json(path: str, tokenizer_class: Optional[str] = None):
   """A `tokenizers` tokenizer.json: WordPiece (its vocabulary and the
   BertNormalizer settings) or Unigram (SentencePiece); anything these
   tokenizers would not reproduce exactly is refused."""
-  spec = _read_json(path)
+  spec = read_json(path)
 
   def require(condition, message):
     if not condition:
@@ -268,6 +282,9 @@ class BertTokenizer(tf.Module):
     text = tf.strings.regex_replace(text, f"[{_WHITESPACE_CHARS}]", " ")
     if not self.lower_case:
       return tf.strings.regex_replace(text, "[\\p{C}\\x{FFFD}]", "")
+    # HF lower-cases character by character; ICU would write a capital
+    # sigma at the end of a word as the final form.
+    text = tf.strings.regex_replace(text, "\u03a3", "\u03c3")
     text = tf_text.normalize_utf8(tf.strings.lower(text, encoding="utf-8"),
                                   "NFD")
     return tf.strings.regex_replace(text, "[\\p{C}\\p{Mn}\\x{FFFD}]", "")
