@@ -50,7 +50,10 @@ hidden 384, 12 heads, FFN 1,536, the teacher's vocabulary (another width than
 the teacher, so no truncated-teacher row); `random` is the same architecture
 untrained. The row `teacher_clue` fine-tunes the teacher on a CLUE-format
 copy of the data (IFLYTEK's single-sentence layout, labels "0"/"1") through
-`bin/finetune --task=iflytek`, the CLUE path on real text.
+`bin/finetune --task=iflytek`, the CLUE path on real text. The row
+`sample_sample_trimmed` distils a student whose vocabulary is the teacher's
+trimmed to the corpus' --trimmed_vocab_size most frequent tokens:
+what trimming costs on a task whose text the corpus does not cover.
 
 Everything is kept in --work_dir; a rerun reuses finished distillations and
 fine-tunings (and resumes an interrupted distillation), so it can be stopped
@@ -89,8 +92,9 @@ TRACK_DEFAULTS = {
     "chinese": dict(student_layers=3, student_hidden_size=384,
                     student_num_heads=12, student_intermediate_size=1536,
                     relation_heads=32, work_dir="quality_output_chinese",
-                    students="random,sample_sample,token_token,teacher,"
-                    "teacher_transformers,random_transformers,teacher_clue"),
+                    students="random,sample_sample,token_token,"
+                    "sample_sample_trimmed,teacher,teacher_transformers,"
+                    "random_transformers,teacher_clue"),
 }
 # Rows that only one track has: the truncated teacher needs the student to
 # have the teacher's width; the CLUE-format copy is of the Chinese data.
@@ -124,6 +128,9 @@ DISTILLED = {
         "distilled, sample-sample, grouped batches + strict mask",
         ["--alpha=0", "--beta=1", "--batching=grouped",
          "--relation_mask=strict"]),
+    # --student_vocab_size=--trimmed_vocab_size is added.
+    "sample_sample_trimmed": ("distilled, sample-sample, trimmed student "
+                              "vocabulary", ["--alpha=0", "--beta=1"]),
 }
 # name -> what it fine-tunes with transformers instead of bin/finetune.
 TRANSFORMERS = {"random_transformers": "random",
@@ -172,6 +179,11 @@ def define_flags(parser):
                "student_intermediate_size", "relation_heads"):
     parser.add_argument(f"--{name}", type=int, default=None,
                         help="default by --track (0: the teacher's)")
+  # On the Chinese track People's Daily yields 4,501 of the 21,128 tokens at
+  # 64 tokens a line; 3,000 of them cover 99.7% of its tokens (fixed before
+  # any result was seen).
+  parser.add_argument("--trimmed_vocab_size", type=int, default=3000,
+                      help="--student_vocab_size of sample_sample_trimmed")
   parser.add_argument("--distill_steps", type=int, default=1200)
   parser.add_argument("--distill_batch_size", type=int, default=32)
   parser.add_argument("--distill_learning_rate", type=float, default=6e-4)
@@ -451,6 +463,8 @@ def distill(name, args, teacher, shards, work_dir):
            f"--save_steps={args.distill_steps}", "--device=cpu",
            "--strategy=one_device", "--nouse_amp", "--deterministic_data",
            f"--seed={args.distill_seed}"] + DISTILLED[name][1]
+  if name == "sample_sample_trimmed":
+    flags.append(f"--student_vocab_size={args.trimmed_vocab_size}")
 
   def compute():
     print(f"distilling {name} ({args.distill_steps} steps)", flush=True)

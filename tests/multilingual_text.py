@@ -1,21 +1,5 @@
-"""Multilingual test text from Faker's locale data (real words, names and
-addresses of each script), deterministic for a seed."""
-
-import random
-
-# locale -> the script it is reported under.
-LOCALES = {
-    "zh_CN": "Han (simplified)", "zh_TW": "Han (traditional)",
-    "ja_JP": "Japanese", "ko_KR": "Hangul", "ar_AA": "Arabic",
-    "fa_IR": "Arabic (Persian)", "he_IL": "Hebrew", "hi_IN": "Devanagari",
-    "bn_BD": "Bengali", "ta_IN": "Tamil", "th_TH": "Thai",
-    "ru_RU": "Cyrillic", "uk_UA": "Cyrillic (Ukrainian)", "el_GR": "Greek",
-    "hy_AM": "Armenian", "ka_GE": "Georgian", "vi_VN": "Latin (Vietnamese)",
-    "fr_FR": "Latin (French)", "de_DE": "Latin (German)",
-    "cs_CZ": "Latin (Czech)", "pl_PL": "Latin (Polish)",
-    "az_AZ": "Latin (Azerbaijani)", "es_ES": "Latin (Spanish)",
-    "en_US": "Latin (English)",
-}
+"""Inputs that break tokenizers, beside the multilingual text of
+sample_data.multilingual_lines."""
 
 # Inputs where the tokenizers' rules are easy to get wrong: whitespace runs
 # and odd spaces, characters normalized into spaces or deleted, composed and
@@ -35,29 +19,3 @@ EDGE_CASES = [
     "\u2034\u2034", "\u00bd \u2460 \u33a1 \ufb01", "word" * 40,
     "\u0627\u0644\u0639\u0631\u0628\u064a\u0629\u064e \u0661\u0662",
 ]
-
-
-def lines(per_locale: int, seed: int = 7):
-  """{locale: texts}: per locale, sentences of its word list, addresses with
-  names, sentences with emoji, and name/company/city joined by a tab, runs
-  of spaces and an ideographic space."""
-  import faker  # pylint: disable=g-import-not-at-top
-  texts = {}
-  for locale in LOCALES:
-    fake = faker.Faker(locale)
-    fake.seed_instance(seed)
-    rng = random.Random(seed)
-    out = []
-    for i in range(per_locale):
-      kind = i % 4
-      if kind == 0:
-        out.append(fake.text(max_nb_chars=rng.choice((80, 200, 400))))
-      elif kind == 1:
-        out.append(fake.address() + " " + fake.name())
-      elif kind == 2:
-        out.append(fake.sentence(nb_words=12) + " " + fake.emoji())
-      else:
-        out.append(f"{fake.name()}\t{fake.company()}  {fake.city()} \u3000"
-                   f"{fake.text(max_nb_chars=80)}")
-    texts[locale] = out
-  return texts

@@ -140,9 +140,10 @@ class QualityBenchmarkTest(tf.test.TestCase):
     work = os.path.join(self.root, "chinese")
     self.quality(["--track=chinese", f"--work_dir={work}",
                   f"--teacher={self.teacher}",
-                  "--students=random,sample_sample,teacher,teacher_clue,"
-                  "random_transformers",
-                  "--seeds=1", "--student_layers=2", "--student_hidden_size=12",
+                  "--students=random,sample_sample,sample_sample_trimmed,"
+                  "teacher,teacher_clue,random_transformers",
+                  "--trimmed_vocab_size=60",
+                  "--seeds=1", "--student_layers=3", "--student_hidden_size=12",
                   "--student_num_heads=3", "--student_intermediate_size=17",
                   "--relation_heads=4", "--distill_steps=3",
                   "--distill_batch_size=4", "--finetune_epochs=1",
@@ -157,13 +158,16 @@ class QualityBenchmarkTest(tf.test.TestCase):
     with open(os.path.join(work, "results.json")) as f:
       results = json.load(f)
     self.assertEqual([row["name"] for row in results["rows"]],
-                     ["random", "sample_sample", "teacher", "teacher_clue",
-                      "random_transformers"])
+                     ["random", "sample_sample", "sample_sample_trimmed",
+                      "teacher", "teacher_clue", "random_transformers"])
     student = results["results"]["sample_sample"]["distill"]["model"]
     with open(os.path.join(student, "hf", "config.json")) as f:
       config = json.load(f)
     self.assertEqual((config["num_hidden_layers"], config["hidden_size"],
-                      config["hidden_act"]), (2, 12, "relu"))
+                      config["hidden_act"]), (3, 12, "relu"))
+    trimmed = results["results"]["sample_sample_trimmed"]["distill"]["model"]
+    with open(os.path.join(trimmed, "hf", "config.json")) as f:
+      self.assertLessEqual(json.load(f)["vocab_size"], 60)
     self.assertIn(f"--model_name_or_path={student}",
                   results["results"]["random"]["runs"][0]["flags"])
     self.assertIn("--task=iflytek",

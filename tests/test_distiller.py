@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import hf_fixtures
 from tf_minilm import convert
+from tf_minilm import sample_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DISTILL = os.path.join(REPO, "bin", "distill")
@@ -191,32 +192,45 @@ class DistillEndToEndTest(DistillTestBase):
 
   def test_an_xlm_r_teacher_end_to_end(self):
     # SentencePiece vocabulary of 250,002 pieces, pad id 1, RoBERTa
-    # positions: distill, export, serve strings, fine-tune the student.
-    import multilingual_text  # pylint: disable=g-import-not-at-top
+    # positions, a student vocabulary trimmed to the corpus: distill, export,
+    # serve strings, fine-tune the student.
     import torch  # pylint: disable=g-import-not-at-top
     import transformers  # pylint: disable=g-import-not-at-top
     teacher = os.path.join(self.root, "xlmr_teacher")
     hf_fixtures.xlmr_teacher_dir(teacher)
-    texts = [t for lines in multilingual_text.lines(per_locale=6).values()
+    texts = [" ".join(t.splitlines()) for lines in
+             sample_data.multilingual_lines(per_locale=6).values()
              for t in lines]
     shards = os.path.join(self.root, "xlmr_shards")
     _write_shards(shards, texts)
     out = os.path.join(self.root, "xlmr_run")
-    self.distill(self.flags(out, teacher_model_name_or_path=teacher,
-                            teacher_model_type="roberta", input_dir=shards,
-                            max_steps=2, save_steps=2))
+    run = self.distill(self.flags(out, teacher_model_name_or_path=teacher,
+                                  teacher_model_type="roberta",
+                                  input_dir=shards, max_steps=2, save_steps=2,
+                                  student_vocab_size=1500))
+    self.assertRegex(run.stdout, r"student vocabulary: 1500 of 250002 tokens "
+                     r"\(\d+ used\)")
     hf_dir = os.path.join(out, "model_2", "hf")
     self.assertTrue({"tokenizer.json", "tokenizer_config.json"} <=
                     set(os.listdir(hf_dir)))
     self.assertNotIn("vocab.txt", os.listdir(hf_dir))
-    reference = transformers.AutoTokenizer.from_pretrained(teacher)
+    teacher_tokenizer = transformers.AutoTokenizer.from_pretrained(teacher)
     exported = transformers.AutoTokenizer.from_pretrained(hf_dir)
     model = transformers.BertModel.from_pretrained(hf_dir).eval()
-    self.assertEqual(model.config.pad_token_id, 1)
+    self.assertEqual((model.config.pad_token_id, model.config.vocab_size,
+                      len(exported)), (1, 1500, 1500))
+    # The student's tokenizer yields the teacher's tokens renumbered where
+    # it keeps them all.
+    with open(os.path.join(out, "student_vocab", "teacher_ids.json")) as f:
+      teacher_ids = json.load(f)
     sample = texts[::7]
-    for text in sample:
+    covered = [text for text in texts if set(
+        teacher_tokenizer(text)["input_ids"]) <= set(teacher_ids)]
+    self.assertNotEmpty(covered)
+    for text in covered:
       self.assertEqual(exported(text)["input_ids"],
-                       reference(text)["input_ids"])
+                       [teacher_ids.index(i) for i in
+                        teacher_tokenizer(text)["input_ids"]])
 
     export_dir = os.path.join(self.root, "xlmr_export")
     subprocess.run([sys.executable, os.path.join(REPO, "bin", "export"),
@@ -225,8 +239,8 @@ class DistillEndToEndTest(DistillTestBase):
                    check=True, capture_output=True, timeout=600)
     served = tf.saved_model.load(os.path.join(export_dir, "saved_model"))
     got = served.signatures["serving_default"](text=tf.constant(sample))
-    want = reference(sample, truncation=True, max_length=19, padding=True,
-                     return_tensors="pt")
+    want = exported(sample, truncation=True, max_length=19, padding=True,
+                    return_tensors="pt")
     self.assertAllEqual(got["input_mask"], want["attention_mask"].numpy())
     with torch.no_grad():
       hidden = model(input_ids=want["input_ids"],
@@ -238,7 +252,8 @@ class DistillEndToEndTest(DistillTestBase):
     best = self.finetune_briefly(hf_dir, texts[:32], "xlmr")
     classifier = transformers.AutoModelForSequenceClassification \
         .from_pretrained(os.path.join(best, "hf"))
-    self.assertEqual(classifier.config.pad_token_id, 1)
+    self.assertEqual((classifier.config.pad_token_id,
+                      classifier.config.vocab_size), (1, 1500))
     self.assertTrue(os.path.isdir(os.path.join(best, "saved_model")))
 
   def test_exact_resume_after_exit(self):
@@ -319,6 +334,10 @@ class DistillEndToEndTest(DistillTestBase):
          "does not exist or is not a directory"),
         (dict(teacher_model_name_or_path=self.shards), "no config.json"),
         (dict(strategy="tpu"), "--strategy=tpu and --device=tpu go together"),
+        (dict(student_vocab_size=99), "--student_vocab_size=99: must be below "
+                                      "the teacher's vocab_size 99"),
+        (dict(student_vocab_size=50, student_init=self.teacher),
+         "--student_vocab_size=50: trims a student initialised at random"),
     ]
     if not tf.config.list_physical_devices("GPU"):
       cases.append((dict(device="gpu"), "--device=gpu: no GPU is visible to "

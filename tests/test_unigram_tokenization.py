@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import hf_fixtures
 import multilingual_text
+from tf_minilm import sample_data
 from tf_minilm import text_encoding
 from tf_minilm import tokenization
 from tf_minilm import unigram_tokenization
@@ -69,14 +70,14 @@ class XlmrParityTest(tf.test.TestCase):
     self.assertEqual(config["tokenizer_class"], "XLMRobertaTokenizer")
 
   def _check_per_script(self, tokenizer, hf):
-    corpus = multilingual_text.lines(per_locale=40)
+    corpus = sample_data.multilingual_lines(per_locale=40)
     corpus["edge cases"] = multilingual_text.EDGE_CASES
     report = collections.OrderedDict()
     for locale, texts in corpus.items():
       got = tokenizer.tokenize(tf.constant(texts)).to_list()
       want = [hf(t, add_special_tokens=False)["input_ids"] for t in texts]
       differ = [(t, g, w) for t, g, w in zip(texts, got, want) if g != w]
-      report[multilingual_text.LOCALES.get(locale, locale)] = (
+      report[sample_data.LOCALES.get(locale, locale)] = (
           len(texts), len(differ))
       self.assertEmpty(differ, msg=f"{locale}: {differ[:3]}")
     print(f"\n{type(hf).__name__}: lines identical / lines, per script: " +
@@ -99,7 +100,8 @@ class XlmrParityTest(tf.test.TestCase):
     self.assertEqual(normalizer.normalize_str("A\u0302\u0300"), "\u00c2")
 
   def test_truncation_and_pairs_through_the_text_encoder(self):
-    texts = [t for lines in multilingual_text.lines(per_locale=4).values()
+    texts = [t for lines in
+             sample_data.multilingual_lines(per_locale=4).values()
              for t in lines]
     for max_length in (4, 9, 64):
       encoder = text_encoding.TextEncoder(self.tokenizer, max_length)

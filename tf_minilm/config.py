@@ -102,6 +102,7 @@ class DistillConfig:
   student_hidden_size: int = 0
   student_num_heads: int = 0
   student_intermediate_size: int = 0
+  student_vocab_size: int = 0
   max_consecutive_skipped_steps: int = 50
   tpu: str = ""
 
@@ -196,6 +197,12 @@ _HELP = {
                            "--student_intermediate_size.",
     "student_num_heads": "Override the preset's attention heads (0: preset).",
     "student_intermediate_size": "Override the preset's FFN size (0: preset).",
+    "student_vocab_size": "Trim the student's vocabulary to this many "
+                          "tokens: the teacher's special tokens and the most "
+                          "frequent tokens of --input_dir (0: the teacher's "
+                          "whole vocabulary). The teacher reads the full ids, "
+                          "the student the same tokens renumbered; exports "
+                          "carry the trimmed tokenizer.",
     "max_consecutive_skipped_steps": "Stop with an error (exit 3) after this "
                                      "many steps in a row with non-finite "
                                      "gradients (float16 overflow skips a "
@@ -406,7 +413,11 @@ def validate(config: DistillConfig) -> None:
       "max_consecutive_skipped_steps"), non_negative=(
           "warmup_steps", "weight_decay", "max_grad_norm", "eval_every",
           "shuffle_buffer", "exit_after_steps", "student_hidden_size",
-          "student_num_heads", "student_intermediate_size"))
+          "student_num_heads", "student_intermediate_size",
+          "student_vocab_size"))
+  _check(not (c.student_vocab_size and c.student_init), "student_vocab_size",
+         c.student_vocab_size, "trims a student initialised at random; "
+         "--student_init brings its own vocabulary")
   _check(c.max_steps >= c.warmup_steps, "max_steps", c.max_steps,
          f"must be >= --warmup_steps={c.warmup_steps}")
   _check(c.use_amp or not c.teacher_half_precision, "teacher_half_precision",

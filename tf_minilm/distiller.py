@@ -11,6 +11,7 @@ trainer all-reduces, unscales, checks, clips and applies the gradients.
 
 import dataclasses
 import os
+from typing import Dict, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -23,6 +24,7 @@ from tf_minilm import layout as layout_lib
 from tf_minilm import losses
 from tf_minilm import modeling
 from tf_minilm import resolve as resolve_lib
+from tf_minilm import student_vocab
 from tf_minilm import trainer
 
 
@@ -86,6 +88,13 @@ class DistillationTask:
     self.config = config
     self.resolved = resolved
     self.strategy = strategy
+    # The student's id of each teacher id (trimmed vocabulary), else None.
+    self.student_id_map = None
+    if resolved.student_teacher_ids is not None:
+      self.student_id_map = student_vocab.id_map(
+          resolved.student_teacher_ids, resolved.teacher.vocab_size,
+          resolved.student_teacher_ids.index(
+              resolved.tokenizer_settings.unk_id))
     with strategy.scope():
       self.models = build_models(config, resolved, random_weights)
       # Only the student's weights at or below its tap get gradients; the rest
@@ -122,7 +131,9 @@ class DistillationTask:
     c = self.config
     teacher_qkv = self.models.teacher_view(batch, training=c.teacher_dropout
                                            and training)
-    student_qkv = self.models.student_view(batch, training=training)
+    student_batch = batch if self.student_id_map is None else dict(
+        batch, token_ids=tf.gather(self.student_id_map, batch["token_ids"]))
+    student_qkv = self.models.student_view(student_batch, training=training)
     out = losses.multi_relation_loss(
         [student_qkv[n] for n in ("query", "key", "value")],
         [tf.stop_gradient(teacher_qkv[n]) for n in ("query", "key", "value")],
@@ -136,7 +147,10 @@ class DistillationTask:
         computed_tokens=tf.cast(tf.size(mask), tf.float32))
 
   def pipeline(self) -> data.PipelineConfig:
-    c = self.config
+    return self.pipeline_config(self.config)
+
+  @staticmethod
+  def pipeline_config(c: config_lib.DistillConfig) -> data.PipelineConfig:
     return data.PipelineConfig(
         max_seq_length=c.max_seq_length, char_cut=c.reference_char_cut,
         batch_size=c.batch_size, padding=c.padding, shuffle_buffer=c.shuffle_buffer,
@@ -167,7 +181,9 @@ class DistillationTask:
 
   def export(self, model_dir: str) -> None:
     """`model_dir` with the student as Keras and HF files, written atomically."""
-    tokenizer_dir = self.config.teacher_model_name_or_path
+    tokenizer_dir = (self.config.teacher_model_name_or_path
+                     if self.student_id_map is None else
+                     resolve_lib.run_layout(self.config).student_vocab_dir)
     with io_utils.atomic_directory(model_dir, overwrite=True) as staging:
       self.models.student.model.save(
           os.path.join(staging, layout_lib.STUDENT_KERAS))
@@ -195,6 +211,40 @@ def loop_config(config: config_lib.DistillConfig,
       config.grad_accum_steps)
 
 
+def trim_student_vocabulary(
+    config: config_lib.DistillConfig, resolved: resolve_lib.Resolved,
+    pipeline: data.PipelineConfig
+) -> Tuple[resolve_lib.Resolved, Optional[Dict[str, str]]]:
+  """With --student_vocab_size: `resolved` with the student's vocabulary,
+  read from the run directory or chosen by counting the corpus (then also
+  the files to write there); TensorFlow runs here."""
+  directory = resolve_lib.run_layout(config).student_vocab_dir
+  files = None
+  if os.path.isdir(directory):
+    try:
+      _, teacher_ids = student_vocab.read(directory)
+    except ValueError as e:
+      raise config_lib.ConfigError(
+          "output_dir", config.output_dir, f"{e}; remove {directory} and "
+          "the checkpoints to start afresh") from None
+  else:
+    settings = resolved.tokenizer_settings
+    counts = student_vocab.count_tokens(resolved.shards, settings.tokenizer(),
+                                        resolved.teacher.vocab_size, pipeline)
+    teacher_ids = student_vocab.choose(counts, config.student_vocab_size,
+                                       settings.special_ids)
+    files = student_vocab.trimmed_files(
+        settings, teacher_ids, resolved.student.max_position_embeddings)
+    print(f"student vocabulary: {len(teacher_ids)} of "
+          f"{resolved.teacher.vocab_size} tokens "
+          f"({int((counts > 0).sum())} used), covering "
+          f"{counts[teacher_ids].sum() / max(1, counts.sum()):.4%} of the "
+          f"corpus' {counts.sum()} tokens", flush=True)
+  return dataclasses.replace(
+      resolved, student=resolved.student.replace(vocab_size=len(teacher_ids)),
+      student_teacher_ids=teacher_ids), files
+
+
 def run(config: config_lib.DistillConfig) -> trainer.RunResult:
   """Trains to `config.max_steps`, resuming if checkpoints exist.
 
@@ -208,6 +258,10 @@ def run(config: config_lib.DistillConfig) -> trainer.RunResult:
   keras.utils.set_random_seed(config.seed)
   keras.mixed_precision.set_global_policy(config.amp_policy)
   try:
+    vocab_files = None
+    if config.student_vocab_size:
+      resolved, vocab_files = trim_student_vocabulary(
+          config, resolved, DistillationTask.pipeline_config(config))
     # Loading checks every weight, so a broken checkpoint stops the run
     # before anything is written.
     task = DistillationTask(config, resolved, strategy)
@@ -221,6 +275,8 @@ def run(config: config_lib.DistillConfig) -> trainer.RunResult:
     try:
       if chief:
         layout.write_config(config.to_json())
+        if vocab_files is not None:
+          student_vocab.write(layout.student_vocab_dir, vocab_files)
       return trainer.fit(task.as_trainer_task(), strategy,
                          loop_config(config, strategy), layout)
     finally:

@@ -38,6 +38,7 @@ from tf_minilm import io_utils
 from tf_minilm import layout as layout_lib
 from tf_minilm import modeling
 from tf_minilm import resolve
+from tf_minilm import student_vocab
 from tf_minilm import text_encoding
 from tf_minilm import tokenization
 
@@ -194,8 +195,15 @@ def load_student(source: str) -> modeling.Encoder:
   except ValueError as e:
     raise ExportError(str(e)) from None
   teacher = convert.read_encoder_config(config.teacher_model_name_or_path)
+  vocab_size = teacher.vocab_size
+  if config.student_vocab_size:
+    try:
+      vocab_size = len(student_vocab.read(layout.student_vocab_dir)[1])
+    except ValueError as e:
+      raise ExportError(f"{source}: the trimmed student vocabulary: {e}"
+                        ) from None
   student = modeling.Encoder(
-      resolve.student_encoder_config(config, teacher.vocab_size,
+      resolve.student_encoder_config(config, vocab_size,
                                      teacher.pad_token_id),
       dtype="float32", name="student")
   try:
@@ -213,7 +221,8 @@ def load_student(source: str) -> modeling.Encoder:
 
 
 def _tokenizer_dir(source: str) -> str:
-  for candidate in (source, os.path.join(source, layout_lib.STUDENT_HF)):
+  for candidate in (source, os.path.join(source, layout_lib.STUDENT_HF),
+                    os.path.join(source, layout_lib.STUDENT_VOCAB)):
     if tokenization.has_tokenizer_files(candidate):
       return candidate
   text = layout_lib.RunLayout(source, config_lib.CONFIG_FILENAME).read_config()

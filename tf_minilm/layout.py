@@ -6,6 +6,8 @@
     checkpoints/         tf.train.CheckpointManager files (ckpt-<step>.*)
     tensorboard/         event files
     model_<step>/        student.keras, hf/ (transformers), tokenizer files
+    student_vocab/       with --student_vocab_size: the student's tokenizer
+                         files and their teacher ids (student_vocab.py)
 """
 
 import glob
@@ -21,6 +23,7 @@ TENSORBOARD_DIR = "tensorboard"
 MODEL_DIR_PREFIX = "model_"
 STUDENT_KERAS = "student.keras"
 STUDENT_HF = "hf"
+STUDENT_VOCAB = "student_vocab"
 # The config file that marks a directory as a run of each tool.
 RUN_CONFIGS = {config_lib.CONFIG_FILENAME: "bin/distill",
                config_lib.FINETUNE_CONFIG_FILENAME: "bin/finetune"}
@@ -54,6 +57,7 @@ class RunLayout:
     self.config_path = os.path.join(output_dir, config_file)
     self.checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     self.tensorboard_dir = os.path.join(output_dir, TENSORBOARD_DIR)
+    self.student_vocab_dir = os.path.join(output_dir, STUDENT_VOCAB)
 
   def model_dir(self, step: int) -> str:
     return os.path.join(self.output_dir, f"{MODEL_DIR_PREFIX}{step}")

@@ -27,12 +27,15 @@ ConfigError = config_lib.ConfigError
 class Resolved:
   """teacher/student: architectures (the teacher's as in its checkpoint);
   tokenizer_settings: the teacher's tokenizer (tokenization.read_tokenizer);
-  shards and eval_shards: input files."""
+  shards and eval_shards: input files; student_teacher_ids: with a trimmed
+  student vocabulary, the teacher id of each student id (student_vocab.py;
+  set by the distiller, which counts the corpus)."""
   teacher: modeling.EncoderConfig
   student: modeling.EncoderConfig
   tokenizer_settings: object
   shards: List[str]
   eval_shards: Optional[List[str]]
+  student_teacher_ids: Optional[List[int]] = None
 
   def tokenizer(self):
     return self.tokenizer_settings.tokenizer()
@@ -100,6 +103,14 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
          "teacher_model_name_or_path", path,
          f"{os.path.basename(settings.path)} pads with id {settings.pad_id} "
          f"but the teacher's pad_token_id is {teacher.pad_token_id}")
+  _check(c.student_vocab_size < teacher.vocab_size, "student_vocab_size",
+         c.student_vocab_size, f"must be below the teacher's vocab_size "
+         f"{teacher.vocab_size} (0 keeps the whole vocabulary)")
+  _check(c.student_vocab_size == 0 or
+         c.student_vocab_size > len(settings.special_ids),
+         "student_vocab_size", c.student_vocab_size,
+         f"leaves no room beside the {len(settings.special_ids)} special "
+         "tokens")
   _check(0 <= c.teacher_layer_index < teacher.num_layers,
          "teacher_layer_index", c.teacher_layer_index,
          f"out of range for the {teacher.num_layers}-layer teacher "

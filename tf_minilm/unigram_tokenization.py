@@ -29,7 +29,7 @@ import functools
 import json
 import struct
 import unicodedata
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tensorflow_text as tf_text
@@ -79,6 +79,30 @@ class UnigramSettings:
   @property
   def vocab(self) -> List[str]:
     return [piece for piece, _ in self.pieces]
+
+  @property
+  def special_ids(self) -> List[int]:
+    """Padding, unknown, the templates' tokens and <mask>."""
+    ids = {self.pad_id, self.unk_id}
+    ids.update(i for item in self.single + self.pair if item[0] == "special"
+               for i in item[1])
+    ids.update(i for i, (piece, _) in enumerate(self.pieces)
+               if piece == "<mask>")
+    return sorted(ids)
+
+  def restricted(self, ids: Sequence[int]) -> "UnigramSettings":
+    """These settings with only the pieces `ids` (ascending, the special
+    tokens among them), renumbered from 0; scores unchanged."""
+    new_id = {old: new for new, old in enumerate(ids)}
+
+    def template(items):
+      return tuple((kind, tuple(new_id[i] for i in content), segment)
+                   if kind == "special" else (kind, content, segment)
+                   for kind, content, segment in items)
+    return dataclasses.replace(
+        self, pieces=tuple(self.pieces[i] for i in ids),
+        unk_id=new_id[self.unk_id], pad_id=new_id[self.pad_id],
+        single=template(self.single), pair=template(self.pair))
 
   def tokenizer(self) -> "UnigramTokenizer":
     return UnigramTokenizer(self)
