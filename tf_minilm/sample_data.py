@@ -74,9 +74,10 @@ LOCALES = {
 
 def multilingual_lines(per_locale: int, seed: int = 7) -> Dict[str, List[str]]:
   """{locale: texts} from Faker's locale data (the test extra): real words,
-  names and addresses of each script, deterministic for a seed. Per locale, sentences of its word list, addresses with
-  names, sentences with emoji, and name/company/city joined by a tab, runs
-  of spaces and an ideographic space."""
+  names and addresses of each script, deterministic for a seed. Per locale,
+  sentences of its word list, addresses with names, sentences with emoji,
+  and name/company/city joined by a tab, runs of spaces and an ideographic
+  space."""
   import faker  # pylint: disable=g-import-not-at-top
   texts = {}
   for locale in LOCALES:

@@ -87,9 +87,8 @@ def id_map(teacher_ids: Sequence[int], teacher_vocab_size: int,
 
 
 def _remap_json_ids(spec: dict, new_id: Dict[int, int], path: str) -> dict:
-  """A tokenizer.json with the vocabulary restricted to `new_id`'s keys and
-  every id it holds renumbered."""
-  spec = json.loads(json.dumps(spec))
+  """`spec`, a parsed tokenizer.json, changed in place: the vocabulary
+  restricted to `new_id`'s keys and every id it holds renumbered."""
   model = spec["model"]
   if isinstance(model["vocab"], list):  # Unigram: [piece, score] by id
     model["vocab"] = [entry for index, entry in enumerate(model["vocab"])

@@ -29,7 +29,7 @@ import functools
 import json
 import struct
 import unicodedata
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import tensorflow as tf
 import tensorflow_text as tf_text
@@ -81,14 +81,16 @@ class UnigramSettings:
     return [piece for piece, _ in self.pieces]
 
   @property
+  def control_ids(self) -> Set[int]:
+    """Padding and the templates' tokens: never segmented out of text."""
+    return {i for item in self.single + self.pair if item[0] == "special"
+            for i in item[1]} | {self.pad_id}
+
+  @property
   def special_ids(self) -> List[int]:
-    """Padding, unknown, the templates' tokens and <mask>."""
-    ids = {self.pad_id, self.unk_id}
-    ids.update(i for item in self.single + self.pair if item[0] == "special"
-               for i in item[1])
-    ids.update(i for i, (piece, _) in enumerate(self.pieces)
-               if piece == "<mask>")
-    return sorted(ids)
+    """The control ids, unknown and <mask>."""
+    return sorted(self.control_ids | {self.unk_id} | {
+        i for i, (piece, _) in enumerate(self.pieces) if piece == "<mask>"})
 
   def restricted(self, ids: Sequence[int]) -> "UnigramSettings":
     """These settings with only the pieces `ids` (ascending, the special
@@ -395,13 +397,12 @@ def _model_proto(settings: UnigramSettings) -> bytes:
   from sentencepiece import sentencepiece_model_pb2 as spm  # pylint: disable=g-import-not-at-top
   proto = spm.ModelProto()
   kinds = spm.ModelProto.SentencePiece
-  special = {i for item in settings.single + settings.pair
-             if item[0] == "special" for i in item[1]} | {settings.pad_id}
+  control = settings.control_ids
   for index, (piece, score) in enumerate(settings.pieces):
     entry = proto.pieces.add()
     entry.piece, entry.score = piece, score
     entry.type = (kinds.UNKNOWN if index == settings.unk_id else
-                  kinds.CONTROL if index in special else kinds.NORMAL)
+                  kinds.CONTROL if index in control else kinds.NORMAL)
   proto.trainer_spec.model_type = spm.TrainerSpec.UNIGRAM
   proto.trainer_spec.vocab_size = len(settings.pieces)
   proto.trainer_spec.unk_id = settings.unk_id
