@@ -15,10 +15,9 @@ tokens kept, the share of the corpus' tokens they cover, the parameters of a
 set the share of texts whose student tokenization (the trimmed tokenizer,
 in graph) is the teacher's remapped, the share of teacher tokens the
 student lacks (they become its unknown token during distillation), and the
-share of texts
-on which transformers' tokenizer of the trimmed files yields the same ids
-(a trimmed vocabulary makes ties between equal-score segmentations, which
-the two break differently, more frequent).
+share of texts on which transformers' tokenizer of the trimmed files yields
+the same ids (a trimmed vocabulary makes ties between equal-score
+segmentations, which the two break differently, more frequent).
 """
 
 import argparse
