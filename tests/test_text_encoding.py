@@ -133,6 +133,8 @@ class PrecutTest(tf.test.TestCase):
         "a" * (limit + 50) + " b c d e",         # one long word, then words
         "x " * (limit // 2 - 1) + "Σ\u0301\u0300 y" * 10,  # marks at the cut
         "\u200b " * 40 + "real words come late in this line",  # zero tokens
+        "\u0301\u0300 " * 40 + "after words of marks alone",  # zero tokens
+        "a\u200b " * 3 + "\u200b " * 40 + "few words, then more",
         "日本語の文章" * 20,                      # no whitespace at all
         "\u3000".join(["全角空白"] * 30),          # ideographic space
         "tab\tnew\nline\rcr " * 10,

@@ -128,6 +128,46 @@ class XlmrParityTest(tf.test.TestCase):
         self.assertEqual(got["segment_ids"][i, :length].numpy().tolist(),
                          want["token_type_ids"])
 
+  def test_template_segment_ids_of_single_texts_and_pairs(self):
+    # A TemplateProcessing that gives single texts segment 1 after <s>:
+    # the encoder must not assume single texts are all segment 0.
+    spec = copy.deepcopy(self.spec)
+
+    def item(kind, name, segment):
+      return {kind: {"id": name, "type_id": segment}}
+    spec["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [item("SpecialToken", "<s>", 0), item("Sequence", "A", 1),
+                   item("SpecialToken", "</s>", 1)],
+        "pair": [item("SpecialToken", "<s>", 0), item("Sequence", "A", 0),
+                 item("SpecialToken", "</s>", 0), item("Sequence", "B", 1),
+                 item("SpecialToken", "</s>", 1)],
+        "special_tokens": {name: {"id": name, "ids": [index],
+                                  "tokens": [name]}
+                           for name, index in (("<s>", 0), ("</s>", 2))}}
+    path = os.path.join(self.get_temp_dir(), "template", "tokenizer.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(spec, f)
+    import transformers  # pylint: disable=g-import-not-at-top
+    hf = transformers.PreTrainedTokenizerFast(tokenizer_file=path,
+                                              pad_token="<pad>")
+    encoder = text_encoding.TextEncoder(
+        tokenization.read_tokenizer_json(path).tokenizer(), 12)
+    texts = ["Ein Satz, der länger ist als zwölf Stücke.", "短い", "b"]
+    for got, want in (
+        (encoder.encode(tf.constant(texts)),
+         hf(texts, truncation=True, max_length=12, padding="longest",
+            return_token_type_ids=True)),
+        (encoder.encode_pairs(tf.constant(texts), tf.constant(texts[::-1])),
+         hf(texts, texts[::-1], truncation="longest_first", max_length=12,
+            padding="longest", return_token_type_ids=True))):
+      self.assertAllEqual(got["token_ids"], want["input_ids"])
+      self.assertAllEqual(got["padding_mask"],
+                          tf.cast(want["attention_mask"], tf.bool))
+      self.assertAllEqual(got["segment_ids"], want["token_type_ids"])
+      self.assertTrue((got["segment_ids"].numpy() == 1).any())
+
   def test_unsupported_files_are_refused_by_name(self):
     def edited(change):
       spec = copy.deepcopy(self.spec)

@@ -29,19 +29,23 @@ class Tokenizer(Protocol):
   """What TextEncoder needs of a tokenizer."""
   pad_id: int
 
-  def tokenize(self, text: tf.Tensor,
-               max_tokens: Optional[int] = None) -> tf.RaggedTensor:
+  def tokenize(self, text: tf.Tensor, max_tokens: Optional[int] = None,
+               max_chars: Optional[int] = None) -> tf.RaggedTensor:
     """`[B]` strings -> `[B, (pieces)]` int32 ids without special tokens;
     with `max_tokens`, the first `max_tokens` of the whole text's (it may
-    avoid tokenizing all of a long text, but must prove the ids equal)."""
+    avoid tokenizing all of a long text, but must prove the ids equal);
+    with `max_chars`, those of each text cut first to `max_chars` characters
+    by `tokenization.cut_characters` (the reference's pre-training cut)."""
 
   def num_special_tokens(self, pair: bool) -> int:
     """How many special tokens a single text or a pair adds."""
 
   def add_special_tokens(self, a: tf.RaggedTensor,
                          b: Optional[tf.RaggedTensor] = None
-                         ) -> Tuple[tf.RaggedTensor, tf.RaggedTensor]:
-    """(ids, segment_ids), each `[B, (len)]` int32."""
+                         ) -> Tuple[tf.RaggedTensor, Optional[tf.RaggedTensor]]:
+    """(ids, segment_ids), each `[B, (len)]` int32; segment_ids is None where
+    they are all 0 (single texts, as a rule), so that the encoder fills them
+    dense instead of building them ragged."""
 
 
 class TextEncoder:
@@ -75,17 +79,19 @@ class TextEncoder:
 
   def token_ids(self, text: tf.Tensor) -> tf.RaggedTensor:
     """`[B]` texts -> `[B, (len)]` ids with special tokens, truncated."""
-    if self.char_cut:
-      text = tokenization.cut_characters(text, self.max_seq_length)
-    budget = self.max_seq_length - self.tokenizer.num_special_tokens(False)
-    ids, _ = self.tokenizer.add_special_tokens(
-        self.tokenizer.tokenize(text, max_tokens=budget))
-    return ids
+    return self._with_special_tokens(text)[0]
 
   def encode(self, text: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """`[B]` texts -> padded model inputs `[B, L]` (segment ids 0)."""
-    ids = self.token_ids(text)
-    return self._pad(ids, tf.zeros_like(ids), pair=False)
+    """`[B]` texts -> padded model inputs `[B, L]`."""
+    ids, segment_ids = self._with_special_tokens(text)
+    return self._pad(ids, segment_ids, pair=False)
+
+  def _with_special_tokens(self, text: tf.Tensor):
+    return self.tokenizer.add_special_tokens(self.tokenizer.tokenize(
+        text,
+        max_tokens=(self.max_seq_length -
+                    self.tokenizer.num_special_tokens(False)),
+        max_chars=self.max_seq_length if self.char_cut else None))
 
   def encode_pairs(self, text: tf.Tensor,
                    text_pair: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -103,13 +109,16 @@ class TextEncoder:
     ids, segment_ids = self.tokenizer.add_special_tokens(a, b)
     return self._pad(ids, segment_ids, pair=True)
 
-  def _pad(self, ids: tf.RaggedTensor, segment_ids: tf.RaggedTensor,
+  def _pad(self, ids: tf.RaggedTensor,
+           segment_ids: Optional[tf.RaggedTensor],
            pair: bool) -> Dict[str, tf.Tensor]:
+    # The mask comes from the row lengths, not from a ragged mask made dense:
+    # each ragged -> dense copy costs a few percent of encoding a batch.
+    row_lengths = tf.cast(ids.row_lengths(), tf.int32)
     # Every row holds the special tokens; the minimum also gives an empty
     # batch a valid width.
     minimum = self.tokenizer.num_special_tokens(pair)
-    length = tf.cast(tf.reduce_max(tf.concat([ids.row_lengths(), [minimum]],
-                                             0)), tf.int32)
+    length = tf.reduce_max(tf.concat([row_lengths, [minimum]], 0))
     if self.padding == "bucket":
       multiple = self.bucket_multiple
       length = tf.minimum((length + multiple - 1) // multiple * multiple,
@@ -117,11 +126,12 @@ class TextEncoder:
     shape = tf.stack([tf.cast(ids.nrows(), tf.int32), length])
     token_ids = tf.cast(ids.to_tensor(self.tokenizer.pad_id, shape=shape),
                         tf.int32)
-    mask = tf.ragged.map_flat_values(tf.ones_like, ids, dtype=tf.bool)
-    return {"token_ids": token_ids,
-            "segment_ids": tf.cast(segment_ids.to_tensor(0, shape=shape),
-                                   tf.int32),
-            "padding_mask": mask.to_tensor(False, shape=shape)}
+    if segment_ids is None:
+      segment_ids = tf.zeros_like(token_ids)
+    else:
+      segment_ids = tf.cast(segment_ids.to_tensor(0, shape=shape), tf.int32)
+    return {"token_ids": token_ids, "segment_ids": segment_ids,
+            "padding_mask": tf.sequence_mask(row_lengths, length)}
 
 
 def longest_first(len_a: tf.Tensor, len_b: tf.Tensor, budget: int):

@@ -458,12 +458,15 @@ class UnigramTokenizer(tf.Module):
       text = tf.strings.regex_replace(text, " {2,}", " ")
     return tf.strings.regex_replace(text, "^([^ ])", " \\1")
 
-  def tokenize(self, text: tf.Tensor,
-               max_tokens: Optional[int] = None) -> tf.RaggedTensor:
+  def tokenize(self, text: tf.Tensor, max_tokens: Optional[int] = None,
+               max_chars: Optional[int] = None) -> tf.RaggedTensor:
     """`[N]` strings -> `[N, (pieces)]` int32 ids, no special tokens; the
     first `max_tokens` of them when given (whole texts are tokenized:
     normalization can turn other characters into spaces, so no cut before
-    it is provably safe)."""
+    it is provably safe). With `max_chars`, each text is first cut to its
+    first `max_chars` characters (`tokenization.cut_characters`)."""
+    if max_chars is not None:
+      text = tokenization.cut_characters(text, max_chars)
     pieces = self._sentencepiece.tokenize(self.normalize(text))
     return pieces if max_tokens is None else pieces[:, :max_tokens]
 
@@ -474,14 +477,19 @@ class UnigramTokenizer(tf.Module):
   def add_special_tokens(self, a: tf.RaggedTensor,
                          b: Optional[tf.RaggedTensor] = None):
     """The post-processor's template around `a` (and `b`): ids and segment
-    ids, two `[N, (len)]` int32."""
+    ids, two `[N, (len)]` int32; the segment ids are None where the template
+    makes them all 0."""
     batch = a.nrows()
     texts = {"A": a, "B": b}
-    ids, segments = [], []
-    for kind, content, segment in (self._single if b is None else self._pair):
-      part = (texts[content] if kind == "text" else tf.RaggedTensor.from_tensor(
-          tf.tile(tf.constant([content], tf.int32), [batch, 1])))
-      ids.append(tf.cast(part, tf.int32))
-      segments.append(tf.ragged.map_flat_values(
-          lambda v, s=segment: tf.fill(tf.shape(v), s), ids[-1]))
-    return tf.concat(ids, axis=1), tf.concat(segments, axis=1)
+    template = self._single if b is None else self._pair
+    parts = [tf.cast(texts[content] if kind == "text" else
+                     tf.RaggedTensor.from_tensor(tf.tile(
+                         tf.constant([content], tf.int32), [batch, 1])),
+                     tf.int32)
+             for kind, content, _ in template]
+    if not any(segment for _, _, segment in template):
+      return tf.concat(parts, axis=1), None
+    segments = [tf.ragged.map_flat_values(
+        lambda v, s=segment: tf.fill(tf.shape(v), s), part)
+                for part, (_, _, segment) in zip(parts, template)]
+    return tf.concat(parts, axis=1), tf.concat(segments, axis=1)
