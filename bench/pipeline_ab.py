@@ -35,6 +35,7 @@ sys.path.insert(0, BENCH_DIR)
 import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from tf_minilm import data  # pylint: disable=g-import-not-at-top,wrong-import-order
+from tf_minilm import tokenization  # pylint: disable=g-import-not-at-top,wrong-import-order
 
 OTHER_PACKAGE = "tf_minilm_against"
 
@@ -84,7 +85,6 @@ def main():
   parser.set_defaults(lines=100_000)
   args = parser.parse_args()
   other_data, other_tokenization = import_revision(args.against)
-  from tf_minilm import tokenization  # pylint: disable=g-import-not-at-top
   lines, root, vocab = pipeline.write_corpus(args)
   shards = data.list_shards(root)
   datasets = datasets_of(args.against, other_data, other_tokenization,
