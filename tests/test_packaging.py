@@ -12,6 +12,7 @@ import tensorflow as tf
 from tf_minilm import config as config_lib
 from tf_minilm import data
 from tf_minilm import losses
+from tf_minilm import selection
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Imported lazily, only for what needs them: pytorch_model.bin teachers
@@ -59,6 +60,7 @@ class PackagingTest(tf.test.TestCase):
     self.assertEqual(choices["padding"], data.PADDING_MODES)
     self.assertEqual(choices["batching"], data.BATCHING_MODES)
     self.assertEqual(choices["relation_mask"], losses.MASK_MODES)
+    self.assertEqual(choices["student_selection"], selection.STRATEGIES)
 
   def test_console_scripts_are_installed_and_start_quietly(self):
     bin_dir = os.path.dirname(sys.executable)

@@ -103,6 +103,7 @@ class DistillConfig:
   student_num_heads: int = 0
   student_intermediate_size: int = 0
   student_vocab_size: int = 0
+  student_selection: str = "none"
   max_consecutive_skipped_steps: int = 50
   tpu: str = ""
 
@@ -140,6 +141,7 @@ _CHOICES = {
     "padding": ("longest", "bucket"),
     "batching": ("random", "grouped"),
     "relation_mask": ("reference", "strict"),
+    "student_selection": ("none", "first", "uniform"),
 }
 
 
@@ -203,6 +205,14 @@ _HELP = {
                           "whole vocabulary). The teacher reads the full ids, "
                           "the student the same tokens renumbered; exports "
                           "carry the trimmed tokenizer.",
+    "student_selection": "Initialise the student from its teacher's weights "
+                         "before the first step (weight selection): first: "
+                         "the teacher's first layers; uniform: evenly spaced "
+                         "layers, the last included; within each layer "
+                         "evenly spaced hidden elements, heads and FFN units "
+                         "(none: random initialisation, as the recipe). The "
+                         "student must be no larger than the teacher in any "
+                         "dimension.",
     "max_consecutive_skipped_steps": "Stop with an error (exit 3) after this "
                                      "many steps in a row with non-finite "
                                      "gradients (float16 overflow skips a "
@@ -222,7 +232,7 @@ _HELP = {
     "teacher_dropout": "Run the teacher with dropout, as the reference does.",
     "teacher_half_precision": "Hold the teacher's weights in --amp_dtype.",
     "student_init": "Continue from an exported student (HF directory) "
-                    "instead of random initialisation.",
+                    "instead of random initialisation (or selection).",
     "eval_input_dir": "Held-out shards for evaluation.",
 }
 
@@ -418,6 +428,10 @@ def validate(config: DistillConfig) -> None:
   _check(not (c.student_vocab_size and c.student_init), "student_vocab_size",
          c.student_vocab_size, "trims a student initialised at random; "
          "--student_init brings its own vocabulary")
+  _check(c.student_selection == "none" or not c.student_init,
+         "student_selection", c.student_selection,
+         "selects a new student from the teacher; --student_init continues "
+         "an exported one: give one of them")
   _check(c.max_steps >= c.warmup_steps, "max_steps", c.max_steps,
          f"must be >= --warmup_steps={c.warmup_steps}")
   _check(c.use_amp or not c.teacher_half_precision, "teacher_half_precision",

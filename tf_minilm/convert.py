@@ -343,7 +343,8 @@ def assign_hf_weights(encoder: modeling.Encoder, tensors: Dict[str, np.ndarray],
 
 
 def load_hf_encoder(model_dir: str, num_layers: Optional[int] = None,
-                    with_pooler: bool = True, dtype: Optional[str] = None,
+                    with_pooler: Optional[bool] = True,
+                    dtype: Optional[str] = None,
                     name: str = "encoder") -> modeling.Encoder:
   """Builds an Encoder from a local HF directory.
 
@@ -351,7 +352,7 @@ def load_hf_encoder(model_dir: str, num_layers: Optional[int] = None,
     model_dir: holds config.json and a weights file.
     num_layers: build only the first `num_layers` layers (a teacher needs only the
       layers up to its distillation layer); the rest of the checkpoint is skipped.
-    with_pooler: build (and require) the pooler.
+    with_pooler: build (and require) the pooler; None: if the checkpoint has one.
     dtype: Keras dtype policy of the layers, e.g. "bfloat16" for a frozen teacher
       held in half precision.
   """
@@ -361,8 +362,10 @@ def load_hf_encoder(model_dir: str, num_layers: Optional[int] = None,
       raise CheckpointError(f"{model_dir}: cannot build {num_layers} layers of a "
                             f"{config.num_layers}-layer checkpoint")
     config = config.replace(num_layers=num_layers)
-  config = config.replace(with_pooler=with_pooler)
   tensors, source = read_hf_tensors(model_dir)
+  if with_pooler is None:
+    with_pooler = all(entry[0] in tensors for entry in _POOLER_MAP)
+  config = config.replace(with_pooler=with_pooler)
   encoder = modeling.Encoder(config, dtype=dtype, name=name)
   assign_hf_weights(encoder, tensors, source, ignore_layers_from=num_layers)
   return encoder
@@ -450,6 +453,17 @@ def load_converted(path: str, dtype: Optional[str] = None,
   return encoder
 
 
+def encoder_tensors(encoder: modeling.Encoder) -> Dict[str, np.ndarray]:
+  """Every weight of `encoder` as float32, by HF name and in HF layout."""
+  tensors = {}
+  for entry in weight_map(encoder.config):
+    value = np.asarray(_resolve(encoder, entry.attribute_path).numpy(),
+                       dtype=np.float32)
+    tensors[entry.hf_name] = np.ascontiguousarray(
+        value.T if entry.transposed else value)
+  return tensors
+
+
 def export_hf(encoder: modeling.Encoder, output_dir: str,
               tokenizer_dir: Optional[str] = None,
               overwrite: bool = False, prefix: str = "",
@@ -464,11 +478,8 @@ def export_hf(encoder: modeling.Encoder, output_dir: str,
   `prefix="bert."` for the encoder's, and its config keys.
   """
   tensors = dict(head_tensors or {})
-  for entry in weight_map(encoder.config):
-    value = np.asarray(_resolve(encoder, entry.attribute_path).numpy(),
-                       dtype=np.float32)
-    tensors[prefix + entry.hf_name] = np.ascontiguousarray(
-        value.T if entry.transposed else value)
+  tensors.update({prefix + name: value
+                  for name, value in encoder_tensors(encoder).items()})
   with io_utils.atomic_directory(output_dir, overwrite) as staging:
     with open(os.path.join(staging, "config.json"), "w", encoding="utf-8") as f:
       json.dump(dict(config_to_hf(encoder.config), **(config_updates or {})),

@@ -14,6 +14,7 @@ import os
 from typing import Dict, Optional, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tf_minilm import config as config_lib
@@ -24,6 +25,7 @@ from tf_minilm import layout as layout_lib
 from tf_minilm import losses
 from tf_minilm import modeling
 from tf_minilm import resolve as resolve_lib
+from tf_minilm import selection
 from tf_minilm import student_vocab
 from tf_minilm import trainer
 
@@ -44,14 +46,38 @@ def _load(flag: str, path: str, **kwargs) -> modeling.Encoder:
     raise config_lib.ConfigError(flag, path, str(e)) from None
 
 
+def selected_student_tensors(config: config_lib.DistillConfig,
+                             resolved: resolve_lib.Resolved,
+                             random_weights: bool = False
+                             ) -> Dict[str, np.ndarray]:
+  """With --student_selection, the student's initial weights (HF names)
+  selected from the whole teacher: every layer of its checkpoint (a random
+  teacher of the resolved architecture with `random_weights`); its pooler if
+  it has one. Call outside the strategy's scope: the whole teacher is read
+  once here and dropped."""
+  if random_weights:
+    source = modeling.Encoder(resolved.teacher, name="selection_source")
+  else:
+    source = _load("teacher_model_name_or_path",
+                   config.teacher_model_name_or_path, with_pooler=None,
+                   name="selection_source")
+  return selection.select_tensors(
+      convert.encoder_tensors(source), source.config, resolved.student,
+      config.student_selection, resolved.student_teacher_ids)
+
+
 def build_models(config: config_lib.DistillConfig,
                  resolved: resolve_lib.Resolved,
-                 random_weights: bool = False) -> Models:
+                 random_weights: bool = False,
+                 student_tensors: Optional[Dict[str, np.ndarray]] = None
+                 ) -> Models:
   """Teacher (truncated at its tap, frozen) and student; call inside the scope.
 
   Weights come from the checkpoints the config names (broken or non-finite
   ones raise ConfigError naming the flag), or are random initialisations of
-  the resolved architectures with `random_weights` (benchmarks).
+  the resolved architectures with `random_weights` (benchmarks). A student
+  given `student_tensors` (HF names) starts from them; a weight they lack
+  (the pooler of a teacher without one) keeps its initialisation.
   """
   half = config.amp_dtype if config.use_amp else "float32"
   teacher_dtype = half if config.teacher_half_precision else config.amp_policy
@@ -70,6 +96,10 @@ def build_models(config: config_lib.DistillConfig,
   else:
     student = modeling.Encoder(resolved.student, dtype=config.amp_policy,
                                name="student")
+  if student_tensors is not None:
+    convert.assign_hf_weights(
+        student, {**convert.encoder_tensors(student), **student_tensors},
+        source="the weights selected from the teacher")
   return Models(teacher, student,
                  teacher.distillation_model(config.teacher_layer_index),
                  student.distillation_model(config.student_layer_index))
@@ -95,8 +125,13 @@ class DistillationTask:
           resolved.student_teacher_ids, resolved.teacher.vocab_size,
           resolved.student_teacher_ids.index(
               resolved.tokenizer_settings.unk_id))
+    student_tensors = (
+        None if config.student_selection == "none" else
+        selected_student_tensors(config, resolved, random_weights))
     with strategy.scope():
-      self.models = build_models(config, resolved, random_weights)
+      self.models = build_models(config, resolved, random_weights,
+                                 student_tensors)
+      del student_tensors
       # Only the student's weights at or below its tap get gradients; the rest
       # (layers above, the tap's attention output and FFN, the pooler) are
       # exported untouched (MiniLMv2 intends this).

@@ -203,8 +203,7 @@ def load_student(source: str) -> modeling.Encoder:
       raise ExportError(f"{source}: the trimmed student vocabulary: {e}"
                         ) from None
   student = modeling.Encoder(
-      resolve.student_encoder_config(config, vocab_size,
-                                     teacher.pad_token_id),
+      resolve.student_encoder_config(config, teacher, vocab_size),
       dtype="float32", name="student")
   try:
     status = tf.train.Checkpoint(student=student.model).restore(checkpoint)

@@ -141,6 +141,7 @@ STUDENT_PRESETS: Dict[str, Dict[str, Any]] = {
 # The activation of each student kind, for depths without a preset.
 STUDENT_ACTIVATIONS = {"ppminilm": "relu", "roberta": "gelu"}
 STUDENT_SHAPE = ("hidden_size", "num_heads", "intermediate_size")
+STUDENT_MAX_POSITIONS = 512
 
 
 def student_config(model_type: str, num_layers: int, vocab_size: int,
@@ -161,7 +162,8 @@ def student_config(model_type: str, num_layers: int, vocab_size: int,
         f"no student preset for model_type={model_type!r} with "
         f"num_layers={num_layers}; presets: {sorted(STUDENT_PRESETS)}; "
         f"another depth needs all of {', '.join(STUDENT_SHAPE)} set")
-  values.update(vocab_size=vocab_size, max_position_embeddings=512,
+  values.update(vocab_size=vocab_size,
+                max_position_embeddings=STUDENT_MAX_POSITIONS,
                 type_vocab_size=2, pad_token_id=0)
   values.update(overrides)
   return EncoderConfig(**values)

@@ -18,6 +18,7 @@ from tf_minilm import data
 from tf_minilm import layout as layout_lib
 from tf_minilm import losses
 from tf_minilm import modeling
+from tf_minilm import selection
 from tf_minilm import tokenization
 
 ConfigError = config_lib.ConfigError
@@ -45,20 +46,32 @@ def run_layout(config: config_lib.DistillConfig) -> layout_lib.RunLayout:
   return layout_lib.RunLayout(config.output_dir, config_lib.CONFIG_FILENAME)
 
 
-def student_encoder_config(config: config_lib.DistillConfig, vocab_size: int,
-                           pad_token_id: int) -> modeling.EncoderConfig:
+def student_encoder_config(config: config_lib.DistillConfig,
+                           teacher: modeling.EncoderConfig,
+                           vocab_size: Optional[int] = None
+                           ) -> modeling.EncoderConfig:
   """The student's architecture: of `--student_init`, else the preset of
-  `--model_type`/`--num_layers` with the `--student_*` overrides and the
-  teacher's vocabulary and padding id."""
+  `--model_type`/`--num_layers` with the `--student_*` overrides, the
+  teacher's padding id and `vocab_size` (default: the teacher's). A student
+  selected from its teacher also takes the teacher's LayerNorm epsilon,
+  token types and usable positions (at most 512)."""
   if config.student_init:
     return convert.read_hf_config(config.student_init)[0]
   overrides = {name: getattr(config, f"student_{name}")
                for name in ("hidden_size", "num_heads", "intermediate_size")
                if getattr(config, f"student_{name}")}
+  if config.student_selection != "none":
+    overrides.update(
+        layer_norm_eps=teacher.layer_norm_eps,
+        type_vocab_size=teacher.type_vocab_size,
+        max_position_embeddings=min(
+            modeling.STUDENT_MAX_POSITIONS,
+            selection.usable_positions(teacher)))
   return modeling.student_config(
-      config.model_type, config.num_layers, vocab_size,
+      config.model_type, config.num_layers,
+      teacher.vocab_size if vocab_size is None else vocab_size,
       hidden_dropout=config.dropout, attention_dropout=config.dropout,
-      pad_token_id=pad_token_id, **overrides)
+      pad_token_id=teacher.pad_token_id, **overrides)
 
 
 def _check(condition: bool, flag: str, value, message: str) -> None:
@@ -116,11 +129,16 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
          f"out of range for the {teacher.num_layers}-layer teacher "
          f"(0..{teacher.num_layers - 1})")
   try:
-    student = student_encoder_config(c, teacher.vocab_size,
-                                     teacher.pad_token_id)
+    student = student_encoder_config(c, teacher)
   except ValueError as e:
     flag = "student_init" if c.student_init else "num_layers"
     raise ConfigError(flag, c.student_init or c.num_layers, str(e)) from None
+  if c.student_selection != "none":
+    try:
+      selection.check_fits(teacher, student)
+    except ValueError as e:
+      raise ConfigError("student_selection", c.student_selection,
+                        f"{e}; teacher {path}") from None
   _check(student.vocab_size == teacher.vocab_size,
          "student_init" if c.student_init else "model_type",
          c.student_init or c.model_type,
@@ -132,10 +150,15 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
   _check(0 <= c.student_layer_index < student.num_layers, "student_layer_index",
          c.student_layer_index, f"out of range for the {student.num_layers}-layer"
          f" student (0..{student.num_layers - 1})")
-  _check(c.max_seq_length <= min(student.max_position_embeddings,
-                                 teacher.max_position_embeddings),
-         "max_seq_length", c.max_seq_length,
-         "exceeds the models' max_position_embeddings")
+  positions = min(selection.usable_positions(student),
+                  selection.usable_positions(teacher))
+  _check(c.max_seq_length <= positions, "max_seq_length", c.max_seq_length,
+         f"exceeds the {positions} token positions the models embed "
+         f"(the teacher's max_position_embeddings "
+         f"{teacher.max_position_embeddings}"
+         + (f", of which RoBERTa-style positions use those after its padding "
+            f"id {teacher.pad_token_id}"
+            if teacher.position_style == "roberta" else "") + ")")
   try:
     losses.check_relation_heads(c.num_relation_heads, student.hidden_size,
                                 teacher.hidden_size)
