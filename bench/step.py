@@ -118,6 +118,10 @@ def main():
   p.add_argument("--alpha", type=float, default=0.0)
   p.add_argument("--beta", type=float, default=1.0)
   p.add_argument("--vocab_size", type=int, default=21128)
+  p.add_argument("--student_selection", default="none",
+                 choices=["none", "first", "uniform"],
+                 help="select the student from the (random, whole) teacher "
+                      "first, as bin/distill --student_selection does")
   args = p.parse_args()
   preset = modeling.student_config("ppminilm", args.student_layers, 1)
   args.student_hidden, args.student_ffn = (preset.hidden_size,
@@ -143,7 +147,8 @@ def main():
       batch_size=args.batch_size, use_amp=args.dtype != "float32",
       amp_dtype="bfloat16" if args.dtype == "mixed_bfloat16" else "float16",
       jit=args.jit, warmup_steps=10, max_steps=1000,
-      teacher_half_precision=args.teacher_half)
+      teacher_half_precision=args.teacher_half,
+      student_selection=args.student_selection)
   resolved = resolve.Resolved(
       teacher=modeling.EncoderConfig(
           vocab_size=args.vocab_size, hidden_size=args.teacher_hidden,
@@ -152,8 +157,10 @@ def main():
       student=modeling.student_config("ppminilm", args.student_layers,
                                       args.vocab_size),
       tokenizer_settings=None, shards=[], eval_shards=None)
+  build_start = time.perf_counter()
   task = distiller.DistillationTask(config, resolved, strategy,
                                     random_weights=True)
+  build_seconds = time.perf_counter() - build_start
   models, train_step = task.models, task.train_step
 
   rng = np.random.default_rng(0)
@@ -231,6 +238,8 @@ def main():
         f"({models.teacher.weight_bytes() / 2 ** 30:.2f} GiB), batch "
         f"{args.batch_size}/replica, L={args.seq_length}, padding "
         f"{args.padding} (batch width {ids.shape[1]})")
+  print(f"models built in {build_seconds:.1f} s (student selection: "
+        f"{args.student_selection})")
   print(f"step {step * 1e3:.0f} ms | {global_batch / step:.2f} sequences/s | "
         f"{global_batch * int(batch['padding_mask'].sum()) / args.batch_size / step:,.0f}"
         f" real tokens/s | {memory_text}")

@@ -51,6 +51,8 @@ class TokenizerParityTest(tf.test.TestCase):
         "unaffable unbelievable xyzzyplugh",     # WordPiece and [UNK]
         "a" * 150,                               # one very long word
         "emoji 😀 and 𠀋 (CJK extension B)",
+        "hello\x00world the", "\x00leading and trailing\x00",
+        "两个\x00\x00字 Ab\x01C",                # NUL and controls are deleted
         "",
     ]
     self.assertEmpty(self._compare(lines, lower_case=True))

@@ -280,14 +280,17 @@ class BertTokenizer(tf.Module):
     CJK characters need no spacing here: FastBertTokenizer splits them itself.
     """
     text = tf.strings.regex_replace(text, f"[{_WHITESPACE_CHARS}]", " ")
+    # Controls go first, as in HF's clean_text: tf.strings.lower stops at a
+    # NUL byte and would drop the rest of the text.
+    text = tf.strings.regex_replace(text, "[\\p{C}\\x{FFFD}]", "")
     if not self.lower_case:
-      return tf.strings.regex_replace(text, "[\\p{C}\\x{FFFD}]", "")
+      return text
     # HF lower-cases character by character; ICU would write a capital
     # sigma at the end of a word as the final form.
     text = tf.strings.regex_replace(text, "\u03a3", "\u03c3")
     text = tf_text.normalize_utf8(tf.strings.lower(text, encoding="utf-8"),
                                   "NFD")
-    return tf.strings.regex_replace(text, "[\\p{C}\\p{Mn}\\x{FFFD}]", "")
+    return tf.strings.regex_replace(text, "\\p{Mn}", "")
 
   def tokenize(self, text: tf.Tensor, max_tokens: Optional[int] = None,
                max_chars: Optional[int] = None) -> tf.RaggedTensor:
