@@ -113,7 +113,7 @@ def main():
     directory = os.path.join(source, f"student_vocab_{size}")
     student_vocab.write(directory, student_vocab.trimmed_files(
         settings, keep, args.max_seq_length))
-    student, _ = student_vocab.read(directory)
+    student, _ = student_vocab.read(directory, settings)
     mapping = student_vocab.id_map(keep, vocab_size,
                                    keep.index(settings.unk_id))
     encoder = text_encoding.TextEncoder(student.tokenizer(),

@@ -254,10 +254,12 @@ class DistillEndToEndTest(DistillTestBase):
                         teacher_tokenizer(text)["input_ids"]])
 
     export_dir = os.path.join(self.root, "xlmr_export")
-    subprocess.run([sys.executable, os.path.join(REPO, "bin", "export"),
-                    f"--source={out}", f"--output_dir={export_dir}",
-                    "--max_seq_length=19"],
-                   check=True, capture_output=True, timeout=600)
+    # Without --max_seq_length, the run's (19) is the export's.
+    exported_run = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bin", "export"),
+         f"--source={out}", f"--output_dir={export_dir}"],
+        check=True, capture_output=True, text=True, timeout=600)
+    self.assertEqual(json.loads(exported_run.stdout)["max_seq_length"], 19)
     served = tf.saved_model.load(os.path.join(export_dir, "saved_model"))
     got = served.signatures["serving_default"](text=tf.constant(sample))
     want = exported(sample, truncation=True, max_length=19, padding=True,
@@ -356,7 +358,7 @@ class DistillEndToEndTest(DistillTestBase):
         (dict(teacher_model_name_or_path=self.shards), "no config.json"),
         (dict(strategy="tpu"), "--strategy=tpu and --device=tpu go together"),
         (dict(student_vocab_size=99), "--student_vocab_size=99: must be below "
-                                      "the teacher's vocab_size 99"),
+                                      "the teacher's 99 tokens"),
         (dict(student_vocab_size=50, student_init=self.teacher),
          "--student_vocab_size=50: trims a student initialised at random"),
     ]

@@ -287,8 +287,19 @@ class FinetuneInputChecksTest(tf.test.TestCase):
                           pad_token_id=1)
     self._refused("vocab.txt pads with id 0 but the model's pad_token_id is 1",
                   model_name_or_path=other_pad)
-    self._refused("--max_seq_length=64: exceeds the model's 40 positions",
+    self._refused("--max_seq_length=64: exceeds the 40 token positions "
+                  "(max_position_embeddings 40) the model embeds",
                   max_seq_length=64)
+    # RoBERTa positions start after the padding id; XLM-R pairs take 4
+    # special tokens.
+    xlmr = os.path.join(self.root, "xlmr_source")
+    hf_fixtures.xlmr_teacher_dir(xlmr)
+    self._refused("--max_seq_length=41: exceeds the 40 token positions "
+                  "(max_position_embeddings 42, of which RoBERTa-style "
+                  "positions use those after the padding id 1)",
+                  model_name_or_path=xlmr, max_seq_length=41)
+    self._refused("--max_seq_length=3: must be >= 4, the special tokens",
+                  model_name_or_path=xlmr, max_seq_length=3)
 
   def test_every_grid_setting_is_checked_before_the_first_trains(self):
     self._refused("--batch_sizes=8,400: the 20 training examples make no "

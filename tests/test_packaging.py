@@ -64,6 +64,7 @@ class PackagingTest(tf.test.TestCase):
 
   def test_console_scripts_are_installed_and_start_quietly(self):
     bin_dir = os.path.dirname(sys.executable)
+    helps = {}
     for name, flag in (("distill", "--teacher_model_name_or_path"),
                        ("finetune", "--model_name_or_path"),
                        ("export", "--source"), ("prepare-corpus", "--input"),
@@ -74,6 +75,11 @@ class PackagingTest(tf.test.TestCase):
                               timeout=300)
         self.assertIn(flag, proc.stdout, proc.stderr[-2000:])
         self.assertNotIn("I0000", proc.stderr)
+        helps[name] = proc.stdout
+    # Exports truncate by tokens, to the run's length by default.
+    self.assertNotIn("Characters, then tokens", helps["export"])
+    self.assertIn("Default: the training run's --max_seq_length",
+                  " ".join(helps["export"].split()))
     # A run that starts TensorFlow and fails on a flag: only our own line.
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "bin", "distill"),

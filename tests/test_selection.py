@@ -7,10 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 import hf_fixtures
-from tf_minilm import config as config_lib
 from tf_minilm import convert
 from tf_minilm import modeling
-from tf_minilm import resolve
 from tf_minilm import selection
 
 ATOL = 1e-5
@@ -80,7 +78,7 @@ class SelectedStudentTest(tf.test.TestCase):
     teacher = convert.read_encoder_config(d)
     student_config = teacher.replace(
         position_style="absolute",
-        max_position_embeddings=selection.usable_positions(teacher))
+        max_position_embeddings=teacher.usable_positions)
     self.assertEqual(student_config.max_position_embeddings, 40)
     student, _ = _selected_student(d, student_config, "uniform")
     ids, mask = hf_fixtures.padded_batch(pad_id=1)
@@ -149,6 +147,13 @@ class SelectedStudentTest(tf.test.TestCase):
                         teacher["encoder.layer.0.attention.self.key.bias"][
                             heads])
 
+  def test_a_teacher_with_more_rows_than_tokens_gives_its_first_rows(self):
+    student_config = self.bert_config.replace(vocab_size=90)
+    _, got = _selected_student(self.bert_dir, student_config, "first")
+    self.assertAllEqual(
+        got["embeddings.word_embeddings.weight"],
+        self.bert.state_dict()["embeddings.word_embeddings.weight"][:90])
+
   def test_whole_heads_where_the_head_size_matches(self):
     # The recipe's case in small: 8 heads of 4 -> 6 heads of 4.
     d = os.path.join(self.root, "eight_heads")
@@ -176,37 +181,6 @@ class SelectedStudentTest(tf.test.TestCase):
                            "hidden size 30")):
       with self.assertRaisesRegex(ValueError, named):
         selection.check_fits(small, small.replace(**change))
-
-  def test_resolve_refuses_a_larger_student_naming_the_flag(self):
-    shards = os.path.join(self.root, "shards")
-    os.makedirs(shards, exist_ok=True)
-    with open(os.path.join(shards, "part-0.txt"), "w") as f:
-      f.write("hello world\n")
-
-    def config(**values):
-      return config_lib.DistillConfig(
-          teacher_model_name_or_path=self.bert_dir, input_dir=shards,
-          output_dir=os.path.join(self.root, "never_written"),
-          student_selection="uniform", num_layers=2, teacher_layer_index=2,
-          student_layer_index=1, num_relation_heads=3, max_seq_length=16,
-          **values)
-    with self.assertRaisesRegex(
-        config_lib.ConfigError,
-        r"--student_selection=uniform: the student is larger than its teacher "
-        r"in attention heads 6 > the teacher's 3"):
-      resolve.resolve(config(student_hidden_size=24, student_num_heads=6,
-                             student_intermediate_size=30))
-    resolved = resolve.resolve(config(
-        student_hidden_size=12, student_num_heads=3,
-        student_intermediate_size=30))
-    # A selected student takes the teacher's positions and token types.
-    self.assertEqual((resolved.student.max_position_embeddings,
-                      resolved.student.type_vocab_size,
-                      resolved.student.layer_norm_eps), (40, 2, 1e-12))
-    self.assertFalse(os.path.exists(os.path.join(self.root, "never_written")))
-    with self.assertRaisesRegex(config_lib.ConfigError,
-                                "--student_init continues"):
-      config_lib.validate(config(student_init=self.bert_dir))
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ class TrimmedTokenizerTest(tf.test.TestCase):
     directory = os.path.join(self.root, "student_vocab")
     student_vocab.write(directory, student_vocab.trimmed_files(
         settings, teacher_ids, model_max_length=512))
-    student, read_ids = student_vocab.read(directory)
+    student, read_ids = student_vocab.read(directory, settings)
     self.assertEqual(read_ids, teacher_ids)
     self.assertLen(student.vocab, len(teacher_ids))
     return directory, student, teacher_ids
@@ -158,9 +158,23 @@ class TrimmedTokenizerTest(tf.test.TestCase):
     with open(os.path.join(directory, student_vocab.TEACHER_IDS_FILE),
               "w") as f:
       json.dump([0, 1, 2, 3], f)
-    with self.assertRaisesRegex(student_vocab.StudentVocabError,
-                                "expected 5 ascending teacher ids"):
-      student_vocab.read(directory)
+    teacher = tokenization.WordPieceSettings(
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "x"], True,
+        tokenization.MAX_CHARS_PER_WORD, "(teacher)")
+    for ids, message in (
+        ([0, 1, 2, 3], "expected 5 ascending teacher ids"),
+        ([0, 1, 2, 3, True], "expected 5 ascending teacher ids"),
+        ([-1, 1, 2, 3, 5], r"ids \[-1\] are not ids of the teacher's 7 "
+                           "tokens"),
+        ([0, 1, 2, 3, 7], r"ids \[7\] are not ids"),
+        ([0, 2, 3, 4, 5], r"lacks the teacher's special tokens \['\[UNK\]'\] "
+                          r"\(ids \[1\]\)")):
+      with self.subTest(ids=ids):
+        with open(os.path.join(directory, student_vocab.TEACHER_IDS_FILE),
+                  "w") as f:
+          json.dump(ids, f)
+        with self.assertRaisesRegex(student_vocab.StudentVocabError, message):
+          student_vocab.read(directory, teacher)
 
 
 if __name__ == "__main__":

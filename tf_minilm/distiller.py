@@ -257,7 +257,8 @@ def trim_student_vocabulary(
   files = None
   if os.path.isdir(directory):
     try:
-      _, teacher_ids = student_vocab.read(directory)
+      _, teacher_ids = student_vocab.read(directory,
+                                          resolved.tokenizer_settings)
     except ValueError as e:
       raise config_lib.ConfigError(
           "output_dir", config.output_dir, f"{e}; remove {directory} and "
@@ -265,13 +266,13 @@ def trim_student_vocabulary(
   else:
     settings = resolved.tokenizer_settings
     counts = student_vocab.count_tokens(resolved.shards, settings.tokenizer(),
-                                        resolved.teacher.vocab_size, pipeline)
+                                        len(settings.vocab), pipeline)
     teacher_ids = student_vocab.choose(counts, config.student_vocab_size,
                                        settings.special_ids)
     files = student_vocab.trimmed_files(
         settings, teacher_ids, resolved.student.max_position_embeddings)
     print(f"student vocabulary: {len(teacher_ids)} of "
-          f"{resolved.teacher.vocab_size} tokens "
+          f"{len(settings.vocab)} tokens "
           f"({int((counts > 0).sum())} used), covering "
           f"{counts[teacher_ids].sum() / max(1, counts.sum()):.4%} of the "
           f"corpus' {counts.sum()} tokens", flush=True)

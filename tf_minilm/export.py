@@ -26,7 +26,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import keras
 import tensorflow as tf
@@ -195,10 +195,13 @@ def load_student(source: str) -> modeling.Encoder:
   except ValueError as e:
     raise ExportError(str(e)) from None
   teacher = convert.read_encoder_config(config.teacher_model_name_or_path)
-  vocab_size = teacher.vocab_size
+  teacher_tokenizer = tokenization.read_tokenizer(
+      config.teacher_model_name_or_path)
+  vocab_size = len(teacher_tokenizer.vocab)
   if config.student_vocab_size:
     try:
-      vocab_size = len(student_vocab.read(layout.student_vocab_dir)[1])
+      vocab_size = len(student_vocab.read(layout.student_vocab_dir,
+                                          teacher_tokenizer)[1])
     except ValueError as e:
       raise ExportError(f"{source}: the trimmed student vocabulary: {e}"
                         ) from None
@@ -255,21 +258,48 @@ def custom_ops(saved_model_dir: str) -> List[str]:
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def export(source: str, output_dir: str, max_seq_length: int = 128,
+DEFAULT_MAX_SEQ_LENGTH = 128
+
+
+def run_max_seq_length(source: str) -> Optional[int]:
+  """--max_seq_length of the bin/distill run that `source` is, or whose
+  model_<step>/ it is; None for other sources."""
+  for run_dir in (source, os.path.dirname(os.path.abspath(source))):
+    text = layout_lib.RunLayout(run_dir, config_lib.CONFIG_FILENAME
+                                ).read_config()
+    if text is not None:
+      try:
+        return config_lib.DistillConfig.from_json(
+            text, run_dir).max_seq_length
+      except ValueError as e:
+        raise ExportError(str(e)) from None
+  return None
+
+
+def export(source: str, output_dir: str,
+           max_seq_length: Optional[int] = None,
            overwrite: bool = False) -> Dict:
-  """Writes `output_dir/{saved_model,student.keras,hf,export_info.json}`."""
+  """Writes `output_dir/{saved_model,student.keras,hf,export_info.json}`;
+  `max_seq_length` defaults to the training run's (`run_max_seq_length`),
+  else DEFAULT_MAX_SEQ_LENGTH."""
   if os.path.exists(output_dir) and not overwrite:
     raise ExportError(f"{output_dir} already exists; pass --overwrite to "
                       "replace it")
-  if max_seq_length < 3:
-    raise ExportError(f"max_seq_length must be >= 3, got {max_seq_length}")
-  keras.mixed_precision.set_global_policy("float32")
-  student = load_student(source)
-  if max_seq_length > student.config.max_position_embeddings:
-    raise ExportError(f"max_seq_length {max_seq_length} exceeds the student's "
-                      f"{student.config.max_position_embeddings} positions")
+  if max_seq_length is None:
+    max_seq_length = run_max_seq_length(source) or DEFAULT_MAX_SEQ_LENGTH
   tokenizer_dir = _tokenizer_dir(source)
   settings = tokenization.read_tokenizer(tokenizer_dir)
+  specials = settings.num_special_tokens(pair=True)
+  if max_seq_length < specials:
+    raise ExportError(f"max_seq_length must be >= {specials} (the special "
+                      "tokens around a pair of texts), got "
+                      f"{max_seq_length}")
+  keras.mixed_precision.set_global_policy("float32")
+  student = load_student(source)
+  if max_seq_length > student.config.usable_positions:
+    raise ExportError(f"max_seq_length {max_seq_length} exceeds the "
+                      f"{student.config.positions_text()} the student "
+                      "embeds")
   tokenizer = settings.tokenizer()
   with io_utils.atomic_directory(output_dir, overwrite) as staging:
     module = ServingModule(student, tokenizer, settings.path, max_seq_length)

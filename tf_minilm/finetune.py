@@ -476,10 +476,15 @@ def _check_source(config: config_lib.FinetuneConfig) -> None:
                       f"{os.path.basename(settings.path)} pads with id "
                       f"{settings.pad_id} but the model's pad_token_id is "
                       f"{architecture.pad_token_id}")
-  if config.max_seq_length > architecture.max_position_embeddings:
+  specials = settings.num_special_tokens(pair=True)
+  if config.max_seq_length < specials:
     raise ConfigError("max_seq_length", config.max_seq_length,
-                      f"exceeds the model's "
-                      f"{architecture.max_position_embeddings} positions")
+                      f"must be >= {specials}, the special tokens the "
+                      "model's tokenizer puts around a pair of texts")
+  if config.max_seq_length > architecture.usable_positions:
+    raise ConfigError("max_seq_length", config.max_seq_length,
+                      f"exceeds the {architecture.positions_text()} the "
+                      "model embeds")
 
 
 def _check_batch_sizes(config: config_lib.FinetuneConfig, examples: int,

@@ -96,6 +96,25 @@ class EncoderConfig:
   def head_size(self) -> int:
     return self.hidden_size // self.num_heads
 
+  @property
+  def position_offset(self) -> int:
+    """Position row of the first token: RoBERTa-style positions count from
+    pad_token_id + 1."""
+    return self.pad_token_id + 1 if self.position_style == "roberta" else 0
+
+  @property
+  def usable_positions(self) -> int:
+    """How many token positions the encoder embeds."""
+    return self.max_position_embeddings - self.position_offset
+
+  def positions_text(self) -> str:
+    """The usable positions and why, for messages."""
+    text = f"max_position_embeddings {self.max_position_embeddings}"
+    if self.position_offset:
+      text += (f", of which RoBERTa-style positions use those after the "
+               f"padding id {self.pad_token_id}")
+    return f"{self.usable_positions} token positions ({text})"
+
   def replace(self, **changes) -> "EncoderConfig":
     return dataclasses.replace(self, **changes)
 

@@ -52,7 +52,8 @@ def student_encoder_config(config: config_lib.DistillConfig,
                            ) -> modeling.EncoderConfig:
   """The student's architecture: of `--student_init`, else the preset of
   `--model_type`/`--num_layers` with the `--student_*` overrides, the
-  teacher's padding id and `vocab_size` (default: the teacher's). A student
+  teacher's padding id and `vocab_size` (the tokens of the teacher's
+  tokenizer or the trimmed vocabulary; default: the teacher's rows). A student
   selected from its teacher also takes the teacher's LayerNorm epsilon,
   token types and usable positions (at most 512)."""
   if config.student_init:
@@ -66,7 +67,7 @@ def student_encoder_config(config: config_lib.DistillConfig,
         type_vocab_size=teacher.type_vocab_size,
         max_position_embeddings=min(
             modeling.STUDENT_MAX_POSITIONS,
-            selection.usable_positions(teacher)))
+            teacher.usable_positions))
   return modeling.student_config(
       config.model_type, config.num_layers,
       teacher.vocab_size if vocab_size is None else vocab_size,
@@ -108,17 +109,19 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
   expected_style = "roberta" if c.teacher_model_type == "roberta" else "absolute"
   _check(teacher.position_style == expected_style, "teacher_model_type",
          c.teacher_model_type, f"does not match the teacher checkpoint at {path}")
-  _check(len(settings.vocab) == teacher.vocab_size,
+  # Fewer tokens than embedding rows is common (multilingual-e5-small:
+  # 250,002 tokens, 250,037 rows); more would index past the table.
+  _check(len(settings.vocab) <= teacher.vocab_size,
          "teacher_model_name_or_path", path,
          f"{os.path.basename(settings.path)} has {len(settings.vocab)} tokens "
-         f"but the teacher's vocab_size is {teacher.vocab_size}")
+         f"but the teacher embeds only {teacher.vocab_size}")
   _check(settings.pad_id == teacher.pad_token_id,
          "teacher_model_name_or_path", path,
          f"{os.path.basename(settings.path)} pads with id {settings.pad_id} "
          f"but the teacher's pad_token_id is {teacher.pad_token_id}")
-  _check(c.student_vocab_size < teacher.vocab_size, "student_vocab_size",
-         c.student_vocab_size, f"must be below the teacher's vocab_size "
-         f"{teacher.vocab_size} (0 keeps the whole vocabulary)")
+  _check(c.student_vocab_size < len(settings.vocab), "student_vocab_size",
+         c.student_vocab_size, f"must be below the teacher's "
+         f"{len(settings.vocab)} tokens (0 keeps the whole vocabulary)")
   _check(c.student_vocab_size == 0 or
          c.student_vocab_size > len(settings.special_ids),
          "student_vocab_size", c.student_vocab_size,
@@ -129,7 +132,7 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
          f"out of range for the {teacher.num_layers}-layer teacher "
          f"(0..{teacher.num_layers - 1})")
   try:
-    student = student_encoder_config(c, teacher)
+    student = student_encoder_config(c, teacher, len(settings.vocab))
   except ValueError as e:
     flag = "student_init" if c.student_init else "num_layers"
     raise ConfigError(flag, c.student_init or c.num_layers, str(e)) from None
@@ -139,26 +142,23 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
     except ValueError as e:
       raise ConfigError("student_selection", c.student_selection,
                         f"{e}; teacher {path}") from None
-  _check(student.vocab_size == teacher.vocab_size,
-         "student_init" if c.student_init else "model_type",
-         c.student_init or c.model_type,
-         f"student vocab_size {student.vocab_size} differs from the teacher's "
-         f"{teacher.vocab_size}")
+  _check(student.vocab_size >= len(settings.vocab), "student_init",
+         c.student_init, f"the student embeds {student.vocab_size} tokens, "
+         f"fewer than the teacher's tokenizer's {len(settings.vocab)}")
   _check(student.pad_token_id == teacher.pad_token_id, "student_init",
          c.student_init, f"pad_token_id {student.pad_token_id} differs from "
          f"the teacher's {teacher.pad_token_id}")
   _check(0 <= c.student_layer_index < student.num_layers, "student_layer_index",
          c.student_layer_index, f"out of range for the {student.num_layers}-layer"
          f" student (0..{student.num_layers - 1})")
-  positions = min(selection.usable_positions(student),
-                  selection.usable_positions(teacher))
-  _check(c.max_seq_length <= positions, "max_seq_length", c.max_seq_length,
-         f"exceeds the {positions} token positions the models embed "
-         f"(the teacher's max_position_embeddings "
-         f"{teacher.max_position_embeddings}"
-         + (f", of which RoBERTa-style positions use those after its padding "
-            f"id {teacher.pad_token_id}"
-            if teacher.position_style == "roberta" else "") + ")")
+  specials = settings.num_special_tokens(pair=True)
+  _check(c.max_seq_length >= specials, "max_seq_length", c.max_seq_length,
+         f"must be >= {specials}, the special tokens the teacher's "
+         "tokenizer puts around a pair of texts")
+  for model, name in ((teacher, "teacher"), (student, "student")):
+    _check(c.max_seq_length <= model.usable_positions, "max_seq_length",
+           c.max_seq_length,
+           f"exceeds the {model.positions_text()} the {name} embeds")
   try:
     losses.check_relation_heads(c.num_relation_heads, student.hidden_size,
                                 teacher.hidden_size)

@@ -21,8 +21,10 @@ What is selected (every index list is increasing, so order is kept):
              that every student head is a (narrowed) teacher head.
   FFN        F_s of F_t intermediate units, evenly spaced (intermediate
              output, FFN output input).
-  vocabulary all rows, or with a trimmed student vocabulary the rows of the
-             kept teacher ids, in the student's order.
+  vocabulary the rows of the teacher tokenizer's ids (a teacher may embed
+             more rows than it has tokens), or with a trimmed student
+             vocabulary the rows of the kept teacher ids, in the student's
+             order.
   positions  the first P_s usable rows: a RoBERTa-style teacher numbers real
              tokens from pad_token_id + 1, a student (BERT-style, as every
              student is) from 0.
@@ -96,29 +98,18 @@ def selected_layers(strategy: str, teacher_layers: int,
                    f"of {STRATEGIES[1:]}")
 
 
-def position_offset(config: modeling.EncoderConfig) -> int:
-  """Row of the first real token's position: RoBERTa-style positions count
-  from pad_token_id + 1."""
-  return config.pad_token_id + 1 if config.position_style == "roberta" else 0
-
-
-def usable_positions(config: modeling.EncoderConfig) -> int:
-  """Token positions an encoder can embed (RoBERTa-style loses the rows up
-  to its padding id)."""
-  return config.max_position_embeddings - position_offset(config)
-
-
 def check_fits(teacher: modeling.EncoderConfig,
                student: modeling.EncoderConfig) -> None:
   """Raises ValueError naming each dimension in which the student is larger
   than the teacher (weights cannot be selected from fewer)."""
   dimensions = [
+      ("vocabulary", student.vocab_size, teacher.vocab_size),
       ("layers", student.num_layers, teacher.num_layers),
       ("hidden size", student.hidden_size, teacher.hidden_size),
       ("attention heads", student.num_heads, teacher.num_heads),
       ("head size", student.head_size, teacher.head_size),
       ("FFN size", student.intermediate_size, teacher.intermediate_size),
-      ("positions", usable_positions(student), usable_positions(teacher)),
+      ("positions", student.usable_positions, teacher.usable_positions),
       ("token types", student.type_vocab_size, teacher.type_vocab_size),
   ]
   larger = [f"{name} {ours} > the teacher's {theirs}"
@@ -148,24 +139,20 @@ def select_tensors(tensors: Dict[str, np.ndarray],
       only if it has one).
     teacher, student: the architectures; `check_fits` must hold.
     strategy: "first" or "uniform" (layers; see the module docstring).
-    vocab_ids: the teacher id of each student id (trimmed vocabulary); None
-      when the student has the teacher's vocabulary.
+    vocab_ids: the teacher id of each student id (trimmed vocabulary); None:
+      the teacher's first rows (its tokenizer's ids, which may be fewer than
+      its embedding rows).
   """
   check_fits(teacher, student)
-  if vocab_ids is None:
-    if student.vocab_size != teacher.vocab_size:
-      raise ValueError(f"the student's vocab_size {student.vocab_size} "
-                       f"differs from the teacher's {teacher.vocab_size} and "
-                       "no teacher ids are given")
-    vocab_ids = np.arange(teacher.vocab_size)
-  vocab_ids = np.asarray(vocab_ids, dtype=np.int64)
+  vocab_ids = np.asarray(np.arange(student.vocab_size) if vocab_ids is None
+                         else vocab_ids, dtype=np.int64)
   if len(vocab_ids) != student.vocab_size:
     raise ValueError(f"{len(vocab_ids)} teacher ids for a student "
                      f"vocabulary of {student.vocab_size}")
-  offset = position_offset(teacher)
   indices = {
       "vocab": vocab_ids,
-      "position": offset + np.arange(usable_positions(student)),
+      "position": teacher.position_offset + np.arange(
+          student.usable_positions),
       "token_type": np.arange(student.type_vocab_size),
       "hidden": evenly_spaced(teacher.hidden_size, student.hidden_size),
       "attention": _attention_indices(teacher, student),

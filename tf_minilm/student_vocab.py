@@ -143,19 +143,32 @@ def write(directory: str, files: Dict[str, str]) -> None:
         f.write(text)
 
 
-def read(directory: str) -> Tuple[object, List[int]]:
+def read(directory: str, teacher) -> Tuple[object, List[int]]:
   """(the student's tokenizer settings, its teacher ids) of a directory
-  `write` wrote."""
+  `write` wrote for the teacher whose tokenizer settings are `teacher`: one
+  ascending id per student token, each a teacher token's, the teacher's
+  special tokens among them."""
   path = os.path.join(directory, TEACHER_IDS_FILE)
   teacher_ids = tokenization.read_json(path)
   settings = tokenization.read_tokenizer(directory)
   if (not isinstance(teacher_ids, list) or
       len(teacher_ids) != len(settings.vocab) or
-      any(not isinstance(i, int) for i in teacher_ids) or
+      any(isinstance(i, bool) or not isinstance(i, int)
+          for i in teacher_ids) or
       teacher_ids != sorted(set(teacher_ids))):
     raise StudentVocabError(
         f"{path}: expected {len(settings.vocab)} ascending teacher ids, one "
         f"per token of {settings.path}")
+  outside = [i for i in teacher_ids if not 0 <= i < len(teacher.vocab)]
+  if outside:
+    raise StudentVocabError(
+        f"{path}: ids {outside[:5]} are not ids of the teacher's "
+        f"{len(teacher.vocab)} tokens")
+  missing = sorted(set(teacher.special_ids) - set(teacher_ids))
+  if missing:
+    raise StudentVocabError(
+        f"{path}: lacks the teacher's special tokens "
+        f"{[teacher.vocab[i] for i in missing]} (ids {missing})")
   return settings, teacher_ids
 
 

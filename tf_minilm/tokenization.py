@@ -33,6 +33,9 @@ _MODEL_TYPE_TOKENIZERS = {"xlm-roberta": "XLMRobertaTokenizer"}
 PRECUT_CHARS_PER_TOKEN = 8
 
 
+# [CLS] a [SEP] (2), or [CLS] a [SEP] b [SEP] (3).
+_SPECIAL_TOKENS = {False: 2, True: 3}
+
 class TokenizerError(ValueError):
   """A vocabulary or tokenizer configuration that cannot be used."""
 
@@ -99,6 +102,9 @@ class WordPieceSettings:
   @property
   def pad_id(self) -> int:
     return self.vocab.index("[PAD]")
+
+  def num_special_tokens(self, pair: bool) -> int:
+    return _SPECIAL_TOKENS[pair]
 
   @property
   def unk_id(self) -> int:
@@ -380,8 +386,7 @@ class BertTokenizer(tf.Module):
     return tf.RaggedTensor.from_tensor(tf.fill([batch, 1], token_id))
 
   def num_special_tokens(self, pair: bool) -> int:
-    """[CLS] a [SEP] (2), or [CLS] a [SEP] b [SEP] (3)."""
-    return 3 if pair else 2
+    return _SPECIAL_TOKENS[pair]
 
   def add_special_tokens(self, a: tf.RaggedTensor,
                          b: Optional[tf.RaggedTensor] = None):

@@ -86,6 +86,10 @@ class UnigramSettings:
     return {i for item in self.single + self.pair if item[0] == "special"
             for i in item[1]} | {self.pad_id}
 
+  def num_special_tokens(self, pair: bool) -> int:
+    return sum(len(item[1]) for item in (self.pair if pair else self.single)
+               if item[0] == "special")
+
   @property
   def special_ids(self) -> List[int]:
     """The control ids, unknown and <mask>."""
@@ -441,6 +445,8 @@ class UnigramTokenizer(tf.Module):
     self.pad_id = settings.pad_id
     self.unk_id = settings.unk_id
     self._single, self._pair = settings.single, settings.pair
+    self._special_tokens = {pair: settings.num_special_tokens(pair)
+                            for pair in (False, True)}
     self._whitespace = settings.whitespace
     self._charsmap = _HfCharsMap(read_charsmap(settings.charsmap))
     self._sentencepiece = tf_text.SentencepieceTokenizer(
@@ -471,8 +477,7 @@ class UnigramTokenizer(tf.Module):
     return pieces if max_tokens is None else pieces[:, :max_tokens]
 
   def num_special_tokens(self, pair: bool) -> int:
-    return sum(len(item[1]) for item in (self._pair if pair else self._single)
-               if item[0] == "special")
+    return self._special_tokens[pair]
 
   def add_special_tokens(self, a: tf.RaggedTensor,
                          b: Optional[tf.RaggedTensor] = None):

@@ -22,8 +22,12 @@ def define_flags():
   flags.DEFINE_string("source", None, "model_<step>/, HF or training output "
                       "directory.")
   flags.DEFINE_string("output_dir", None, "Export directory.")
-  flags.DEFINE_integer("max_seq_length", 128, "Characters, then tokens, per "
-                       "text (as in training).")
+  flags.DEFINE_integer("max_seq_length", None, "Tokens per text, special "
+                       "tokens included (longer texts are truncated as "
+                       "transformers does; pairs longest first). Default: the "
+                       "training run's --max_seq_length when --source is a "
+                       "bin/distill run or one of its model_<step>/, else "
+                       "128.")
   flags.DEFINE_boolean("overwrite", False, "Replace an existing output_dir.")
 
 
