@@ -150,6 +150,32 @@ class TrimmedTokenizerTest(tf.test.TestCase):
               max_length=MAX_LENGTH, padding=True, return_tensors="np")
     self.assertAllEqual(got["token_ids"], want["input_ids"])
 
+  def test_unigram_read_as_the_file_is(self):
+    # A teacher whose class is PreTrainedTokenizerFast: its trimmed files
+    # say so and read back (they were refused, stranding the run).
+    import transformers  # pylint: disable=g-import-not-at-top
+    source = os.path.join(self.root, "unigram_as_is")
+    os.makedirs(source)
+    shutil.copyfile(hf_fixtures.xlmr_tokenizer_json(),
+                    os.path.join(source, "tokenizer.json"))
+    with open(os.path.join(source, "tokenizer_config.json"), "w") as f:
+      json.dump({"tokenizer_class": "PreTrainedTokenizerFast"}, f)
+    settings = tokenization.read_tokenizer(source)
+    self.assertIsNone(settings.tokenizer_class)
+    texts = ["trail  of  spaces", "hello world", "  hello"]
+    keep = sorted(set(settings.special_ids) | {
+        i for ids in settings.tokenizer().tokenize(tf.constant(texts))
+        .to_list() for i in ids})
+    directory = os.path.join(self.root, "student_vocab")
+    student_vocab.write(directory, student_vocab.trimmed_files(
+        settings, keep, model_max_length=512))
+    student, _ = student_vocab.read(directory, settings)
+    self.assertIsNone(student.tokenizer_class)
+    hf = transformers.AutoTokenizer.from_pretrained(directory)
+    ours = text_encoding.TextEncoder(student.tokenizer(), 16).token_ids(
+        tf.constant(texts)).to_list()
+    self.assertEqual(ours, hf(texts)["input_ids"])
+
   def test_a_broken_directory_is_refused(self):
     directory = os.path.join(self.root, "student_vocab")
     os.makedirs(directory)

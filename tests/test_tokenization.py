@@ -1,5 +1,6 @@
 """In-graph tokenizer parity with `transformers.BertTokenizer` on real Chinese text."""
 
+import json
 import os
 
 import tensorflow as tf
@@ -142,6 +143,75 @@ class TokenizerJsonTest(tf.test.TestCase):
         mismatches = [line for line, a, b in zip(lines, ours, theirs)
                       if a != b]
         self.assertEmpty(mismatches)
+
+  def test_the_class_transformers_builds_decides_the_ids(self):
+    # transformers 5: a class (config.json's "bert" model type, or a
+    # tokenizer_class) rebuilds the pipeline from the file's vocabulary with
+    # tokenizer_config.json's do_lower_case and its own word limit; no class
+    # (or PreTrainedTokenizerFast) reads the file as it is; tokenizer.json
+    # wins over vocab.txt.
+    import transformers  # pylint: disable=g-import-not-at-top
+    vocab = hf_fixtures.tiny_vocab()
+    shuffled = list(vocab)
+    shuffled[83], shuffled[84] = shuffled[84], shuffled[83]
+
+    def short_words(spec):
+      spec["model"]["max_input_chars_per_word"] = 5
+    bert = {"model_type": "bert"}
+    cases = {
+        "cased file, bert config": (False, None, bert, None, None),
+        "lower-casing file, do_lower_case false": (
+            True, None, bert, {"do_lower_case": False}, None),
+        "class in tokenizer_config": (
+            True, None, None, {"tokenizer_class": "BertTokenizerFast",
+                               "do_lower_case": False}, None),
+        "class in config.json": (
+            False, None, {"model_type": "bert",
+                          "tokenizer_class": "BertTokenizer"}, None, None),
+        "word limit of the file, bert config": (
+            True, short_words, bert, None, None),
+        "word limit of the file, no class": (True, short_words, None, None,
+                                             None),
+        "file as it is": (False, None, bert, {"tokenizer_class":
+                                               "PreTrainedTokenizerFast"},
+                          None),
+        "vocab.txt beside tokenizer.json": (True, None, bert, None, shuffled),
+    }
+    lines = ["Hello World", "Distill, Student!", "hello world the teacher",
+             "CAFÉ 的一是"]
+    for name, (lower, edit, config, tokenizer_config, vocab_txt) in \
+        cases.items():
+      with self.subTest(name):
+        directory = hf_fixtures.tokenizer_json_dir(
+            os.path.join(self.get_temp_dir(), name.replace(" ", "_")), vocab,
+            lower, edit)
+        for filename, content in (("config.json", config),
+                                  ("tokenizer_config.json", tokenizer_config)):
+          if content is not None:
+            with open(os.path.join(directory, filename), "w") as f:
+              json.dump(content, f)
+        if vocab_txt:
+          with open(os.path.join(directory, "vocab.txt"), "w") as f:
+            f.write("\n".join(vocab_txt) + "\n")
+        ours = text_encoding.TextEncoder(
+            tokenization.read_tokenizer(directory).tokenizer(), 64
+        ).token_ids(tf.constant(lines)).to_list()
+        hf = transformers.AutoTokenizer.from_pretrained(directory)
+        self.assertEqual(ours, hf(lines)["input_ids"])
+
+  def test_non_special_added_tokens_are_refused(self):
+    def added(spec):
+      spec["added_tokens"].append(
+          {"id": 99, "content": "<x>", "single_word": False, "lstrip": False,
+           "rstrip": False, "normalized": False, "special": False})
+      spec["model"]["vocab"]["<x>"] = 99
+    directory = hf_fixtures.tokenizer_json_dir(
+        os.path.join(self.get_temp_dir(), "added"), hf_fixtures.tiny_vocab(),
+        True, added)
+    with self.assertRaisesRegex(tokenization.TokenizerError,
+                                r"non-special added tokens \['<x>'\] are not "
+                                "supported"):
+      tokenization.read_tokenizer(directory)
 
   def test_max_input_chars_per_word_is_read(self):
     import transformers  # pylint: disable=g-import-not-at-top

@@ -69,6 +69,33 @@ class XlmrParityTest(tf.test.TestCase):
     config = json.loads(settings.hf_files(512)["tokenizer_config.json"])
     self.assertEqual(config["tokenizer_class"], "XLMRobertaTokenizer")
 
+  def test_the_class_named_in_config_json_or_as_the_file_is(self):
+    # config.json's tokenizer_class counts where tokenizer_config.json is
+    # absent; PreTrainedTokenizerFast reads the file as it is.
+    import transformers  # pylint: disable=g-import-not-at-top
+    texts = ["trail  ", "  two  spaces  ", "a\u3000b"]
+    for name, config, tokenizer_config, whitespace in (
+        ("class_in_config", {"model_type": "bert",
+                             "tokenizer_class": "XLMRobertaTokenizer"}, None,
+         "split"),
+        ("file_as_is", None, {"tokenizer_class": "PreTrainedTokenizerFast"},
+         "collapse")):
+      with self.subTest(name):
+        directory = os.path.join(self.get_temp_dir(), name)
+        os.makedirs(directory, exist_ok=True)
+        shutil.copyfile(self.path, os.path.join(directory, "tokenizer.json"))
+        for filename, content in (("config.json", config),
+                                  ("tokenizer_config.json", tokenizer_config)):
+          if content is not None:
+            with open(os.path.join(directory, filename), "w") as f:
+              json.dump(content, f)
+        settings = tokenization.read_tokenizer(directory)
+        self.assertEqual(settings.whitespace, whitespace)
+        hf = transformers.AutoTokenizer.from_pretrained(directory)
+        got = settings.tokenizer().tokenize(tf.constant(texts)).to_list()
+        self.assertEqual(got, [hf(t, add_special_tokens=False)["input_ids"]
+                               for t in texts])
+
   def _check_per_script(self, tokenizer, hf):
     corpus = sample_data.multilingual_lines(per_locale=40)
     corpus["edge cases"] = multilingual_text.EDGE_CASES

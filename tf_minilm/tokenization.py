@@ -26,7 +26,12 @@ MAX_CHARS_PER_WORD = 100
 _WHITESPACE_CHARS = r"\t\n\r\p{Zs}"
 # AutoTokenizer's class for a model directory without tokenizer_config.json,
 # where the class changes the ids (it rebuilds the pipeline).
-_MODEL_TYPE_TOKENIZERS = {"xlm-roberta": "XLMRobertaTokenizer"}
+_MODEL_TYPE_TOKENIZERS = {"bert": "BertTokenizer",
+                          "xlm-roberta": "XLMRobertaTokenizer"}
+BERT_TOKENIZER_CLASS = "BertTokenizer"
+# Classes that take tokenizer.json as it is (transformers 5's
+# TokenizersBackend); read as no class.
+_FILE_AS_IS_CLASSES = ("PreTrainedTokenizer", "TokenizersBackend")
 # `tokenize(text, max_tokens)` tokenizes at most this many characters per
 # wanted token before falling back to the whole text: English runs at 4 to 6
 # characters per token, Chinese at about 1.
@@ -89,15 +94,18 @@ class WordPieceSettings:
   Attributes:
     vocab: the tokens, index = id.
     lower_case: lower-case and strip accents (HF's `do_lower_case`, or the
-      `BertNormalizer`'s `lowercase` of a tokenizer.json).
+      `BertNormalizer`'s `lowercase` of a tokenizer.json read as it is).
     max_chars_per_word: longer words are one [UNK].
     path: the file the vocabulary was read from (vocab.txt or
       tokenizer.json), the asset exports carry.
+    tokenizer_class: "BertTokenizer", or None for a tokenizer.json that
+      transformers reads as it is (no class names BERT's).
   """
   vocab: List[str]
   lower_case: bool
   max_chars_per_word: int
   path: str
+  tokenizer_class: Optional[str] = BERT_TOKENIZER_CLASS
 
   @property
   def pad_id(self) -> int:
@@ -129,7 +137,8 @@ class WordPieceSettings:
     and tokenizer_config.json."""
     return {VOCAB_FILE: "\n".join(self.vocab) + "\n",
             "tokenizer_config.json": json.dumps(
-                {"tokenizer_class": "BertTokenizer",
+                {"tokenizer_class": (self.tokenizer_class or
+                                     "PreTrainedTokenizerFast"),
                  "do_lower_case": self.lower_case,
                  "model_max_length": model_max_length}, indent=2)}
 
@@ -140,31 +149,37 @@ def has_tokenizer_files(model_dir: str) -> bool:
 
 
 def read_tokenizer(model_dir: str):
-  """The tokenizer of a HF model directory: `vocab.txt` (with
-  `tokenizer_config.json`'s do_lower_case), else the fast tokenizer's
-  `tokenizer.json`, which many current models ship alone.
+  """The tokenizer of a HF model directory, as transformers' AutoTokenizer
+  reads it: `tokenizer.json` where there is one (many current models ship
+  it alone), else `vocab.txt` with `tokenizer_config.json`'s do_lower_case;
+  a tokenizer class (`transformers_class`) rebuilds the pipeline from the
+  file's vocabulary.
 
   Returns WordPieceSettings or unigram_tokenization.UnigramSettings; either
   has `vocab`, `pad_id`, `path`, `tokenizer()` (the in-graph tokenizer
   behind text_encoding.TextEncoder) and `hf_files(model_max_length)`.
   """
+  json_path = os.path.join(model_dir, TOKENIZER_JSON)
+  if os.path.isfile(json_path):
+    return read_tokenizer_json(json_path, transformers_class(model_dir),
+                               read_do_lower_case(model_dir))
   vocab_path = os.path.join(model_dir, VOCAB_FILE)
   if os.path.isfile(vocab_path):
     return WordPieceSettings(load_vocab(vocab_path),
                              read_do_lower_case(model_dir), MAX_CHARS_PER_WORD,
                              vocab_path)
-  json_path = os.path.join(model_dir, TOKENIZER_JSON)
-  if os.path.isfile(json_path):
-    return read_tokenizer_json(json_path, transformers_class(model_dir))
   raise TokenizerError(f"{model_dir}: no {VOCAB_FILE} or {TOKENIZER_JSON} "
                        "(the model's tokenizer)")
 
 
 def transformers_class(model_dir: str) -> Optional[str]:
   """The tokenizer class transformers' AutoTokenizer builds for
-  `model_dir` (without a "Fast" suffix), as far as it decides it from
-  tokenizer_config.json or config.json's model_type; None if neither says."""
+  `model_dir` (without a "Fast" suffix), as it decides it:
+  tokenizer_config.json's tokenizer_class, else config.json's
+  tokenizer_class, else its model_type. None where none says, or where the
+  class named reads tokenizer.json as it is (PreTrainedTokenizerFast)."""
   for name, key in (("tokenizer_config.json", "tokenizer_class"),
+                    ("config.json", "tokenizer_class"),
                     ("config.json", "model_type")):
     path = os.path.join(model_dir, name)
     if not os.path.isfile(path):
@@ -176,14 +191,22 @@ def transformers_class(model_dir: str) -> Optional[str]:
     if key == "model_type":
       value = _MODEL_TYPE_TOKENIZERS.get(value)
     if isinstance(value, str):
-      return value[:-len("Fast")] if value.endswith("Fast") else value
+      value = value[:-len("Fast")] if value.endswith("Fast") else value
+      return None if value in _FILE_AS_IS_CLASSES else value
   return None
 
 
-def read_tokenizer_json(path: str, tokenizer_class: Optional[str] = None):
-  """A `tokenizers` tokenizer.json: WordPiece (its vocabulary and the
-  BertNormalizer settings) or Unigram (SentencePiece); anything these
-  tokenizers would not reproduce exactly is refused."""
+def read_tokenizer_json(path: str, tokenizer_class: Optional[str] = None,
+                        do_lower_case: bool = True):
+  """A `tokenizers` tokenizer.json as transformers' `tokenizer_class` reads
+  it: WordPiece or Unigram (SentencePiece); anything these tokenizers would
+  not reproduce exactly is refused.
+
+  WordPiece read as it is (no class): the file's vocabulary, BertNormalizer
+  settings and max_input_chars_per_word. With BertTokenizer, transformers
+  rebuilds the pipeline from the file's vocabulary with `do_lower_case`
+  (tokenizer_config.json's) and its own word limit, whatever the file says.
+  """
   spec = read_json(path)
 
   def require(condition, message):
@@ -200,6 +223,10 @@ def read_tokenizer_json(path: str, tokenizer_class: Optional[str] = None):
           f"the tokenizer's model is {model.get('type')!r}; only WordPiece "
           "(BERT) and Unigram (SentencePiece) vocabularies are supported, "
           "not BPE ones")
+  require(tokenizer_class in (None, BERT_TOKENIZER_CLASS),
+          f"tokenizer class {tokenizer_class!r} with a WordPiece vocabulary: "
+          f"only {BERT_TOKENIZER_CLASS} and PreTrainedTokenizerFast (the "
+          "file as it is) are reproduced")
   require(model.get("continuing_subword_prefix", "##") == "##",
           "continuing_subword_prefix must be '##'")
   vocab = model.get("vocab")
@@ -214,6 +241,16 @@ def read_tokenizer_json(path: str, tokenizer_class: Optional[str] = None):
     tokens[index] = token
   require(model.get("unk_token", "[UNK]") == "[UNK]",
           "the unknown token must be [UNK]")
+  # Added tokens are cut out of the text before WordPiece; the in-graph
+  # tokenizer reads special tokens written in text as text, on purpose, and
+  # has no such step for others.
+  added = [token.get("content") for token in spec.get("added_tokens") or []
+           if isinstance(token, dict) and not token.get("special")]
+  require(not added, f"non-special added tokens {added[:5]} are not "
+          "supported (transformers splits them out of the text first)")
+  tokens = _checked_vocab(tokens, path)
+  if tokenizer_class == BERT_TOKENIZER_CLASS:
+    return WordPieceSettings(tokens, do_lower_case, MAX_CHARS_PER_WORD, path)
   max_chars = model.get("max_input_chars_per_word", MAX_CHARS_PER_WORD)
   require(isinstance(max_chars, int) and 1 <= max_chars <= 1000,
           "max_input_chars_per_word must be an integer in [1, 1000]")
@@ -234,8 +271,8 @@ def read_tokenizer_json(path: str, tokenizer_class: Optional[str] = None):
   require(pre_tokenizer == "BertPreTokenizer",
           f"pre_tokenizer {pre_tokenizer!r}: only BertPreTokenizer is "
           "supported")
-  return WordPieceSettings(_checked_vocab(tokens, path), lower_case,
-                           max_chars, path)
+  return WordPieceSettings(tokens, lower_case, max_chars, path,
+                           tokenizer_class=None)
 
 
 class BertTokenizer(tf.Module):
