@@ -75,14 +75,15 @@ class DistillTestBase(tf.test.TestCase):
                 f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}")
     return proc
 
-  def start_long_run(self, output_dir, until_step):
+  def start_long_run(self, output_dir, until_step, stderr=None):
     """A bin/distill process that trains (almost) forever, once it has logged
-    `until_step`; returns it and its flags."""
+    `until_step`; returns it and its flags. Its stderr goes to the file
+    object `stderr`, or nowhere."""
     flags = self.flags(output_dir, max_steps=100_000, warmup_steps=10,
                        save_steps=50_000, logging_steps=1)
     proc = subprocess.Popen([sys.executable, DISTILL] + flags,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+                            stdout=subprocess.PIPE,
+                            stderr=stderr or subprocess.DEVNULL, text=True)
     for line in proc.stdout:
       if line.startswith(f"step {until_step} "):
         break
@@ -555,6 +556,30 @@ class DistillPreemptionTest(DistillTestBase):
     resumed = self.distill(flags + ["--exit_after_steps=2"], expect_rc=75)
     self.assertEqual(sorted(self.logged(resumed.stdout)),
                      [stopped + 1, stopped + 2])
+
+
+  def test_a_run_whose_directory_moves_stops_and_writes_nothing(self):
+    # The lock moves with the directory, so a second run may start on the
+    # old path: the first must not write its checkpoint there (nor anywhere).
+    out = os.path.join(self.root, "moving")
+    moved = os.path.join(self.root, "moved_away")
+    with open(os.path.join(self.root, "moving.stderr"), "w+") as stderr:
+      proc, _ = self.start_long_run(out, until_step=2, stderr=stderr)
+      os.rename(out, moved)
+      os.makedirs(out)
+      with open(os.path.join(out, "second_run.txt"), "w") as f:
+        f.write("another run's directory\n")
+      before = sorted(os.listdir(moved))
+      proc.send_signal(signal.SIGTERM)
+      proc.stdout.read()
+      self.assertEqual(proc.wait(timeout=300), 1)
+      stderr.seek(0)
+      message = stderr.read()
+    self.assertIn(f"{out} was moved or removed while this run used it (it is "
+                  f"now {moved})", message)
+    self.assertEqual(os.listdir(out), ["second_run.txt"])
+    self.assertEqual(sorted(os.listdir(moved)), before)
+    self.assertNotIn("checkpoints", before)
 
 
 class MultiWorkerTest(DistillTestBase):

@@ -27,6 +27,10 @@ class LockedError(RuntimeError):
   """Another live process holds the lock of a directory."""
 
 
+class LockLostError(RuntimeError):
+  """The directory of a held lock was moved or removed."""
+
+
 def _staging_prefix(path: str, kind: str) -> str:
   return f".{os.path.basename(path)}.{kind}-{_HOST}-{os.getpid()}-"
 
@@ -152,6 +156,31 @@ class DirectoryLock:
     os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}".encode())
     self._fd = fd
     return self
+
+  def check_in_place(self) -> None:
+    """Raises LockLostError if the locked directory no longer is at its
+    path (moved, renamed or removed while held): another run may own that
+    path now, and this one must write nothing there or anywhere else."""
+    if self._fd is None:
+      return
+    held = os.fstat(self._fd)
+    try:
+      here = os.stat(self.path)
+      if (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino):
+        return
+    except OSError:
+      pass
+    try:
+      now = os.path.dirname(os.readlink(f"/proc/self/fd/{self._fd}"))
+    except OSError:
+      now = "an unknown place"
+    directory = os.path.dirname(self.path)
+    where = ("it was removed" if now.endswith(" (deleted)") else
+             f"it is now {now}")
+    raise LockLostError(
+        f"{directory} was moved or removed while this run used it ({where}); "
+        "stopping without writing anything more. Run the same command with "
+        "--output_dir naming the run's directory where it is now to resume")
 
   def release(self) -> None:
     if self._fd is not None:

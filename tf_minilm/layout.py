@@ -58,6 +58,7 @@ class RunLayout:
     self.checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     self.tensorboard_dir = os.path.join(output_dir, TENSORBOARD_DIR)
     self.student_vocab_dir = os.path.join(output_dir, STUDENT_VOCAB)
+    self._lock: Optional[io_utils.DirectoryLock] = None
 
   def model_dir(self, step: int) -> str:
     return os.path.join(self.output_dir, f"{MODEL_DIR_PREFIX}{step}")
@@ -82,10 +83,17 @@ class RunLayout:
     """Creates and locks the directory, then removes what killed runs left:
     staging of exports and configs, and half-written checkpoints."""
     os.makedirs(self.output_dir, exist_ok=True)
-    lock = io_utils.DirectoryLock(self.output_dir, what).acquire()
+    self._lock = io_utils.DirectoryLock(self.output_dir, what).acquire()
     io_utils.remove_stale_staging(self.output_dir)
     self.remove_partial_checkpoints()
-    return lock
+    return self._lock
+
+  def check_in_place(self) -> None:
+    """Before each write: the directory this process locked is still at its
+    path (io_utils.LockLostError otherwise). No-op where no lock is held
+    (non-chief workers)."""
+    if self._lock is not None:
+      self._lock.check_in_place()
 
   def remove_partial_checkpoints(self) -> List[str]:
     """`ckpt-<step>_temp` directories of a checkpoint write that failed."""

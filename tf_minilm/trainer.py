@@ -449,6 +449,12 @@ class _Saver:
         task.checkpoint, layout.private(layout.checkpoint_dir, worker),
         max_to_keep=keep)
 
+  def _check_in_place(self) -> None:
+    try:
+      self.layout.check_in_place()
+    except io_utils.LockLostError as e:
+      raise RunError(str(e)) from None
+
   def restore(self) -> int:
     if self.manager.latest_checkpoint:
       self.task.checkpoint.restore(self.manager.latest_checkpoint
@@ -457,6 +463,7 @@ class _Saver:
     return int(self.task.train_step.step.numpy())
 
   def save(self, step: int, export: bool = True) -> None:
+    self._check_in_place()
     if not weights_are_finite(self.task.model_weights):
       raise DivergedError(
           f"the model's weights are non-finite at step {step}; not saving "
@@ -475,6 +482,7 @@ class _Saver:
     model_dir = self.layout.model_dir(step)
     if not self.chief or (only_if_missing and os.path.isdir(model_dir)):
       return
+    self._check_in_place()
     try:
       self.task.export(model_dir)
     except (OSError, tf.errors.OpError) as e:
