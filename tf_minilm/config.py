@@ -8,7 +8,6 @@ config names (teacher, vocabulary, shards, a previous run) is checked once by
 """
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -24,21 +23,9 @@ RESUMABLE_FIELDS = ("max_steps", "logging_steps", "save_steps",
                     "eval_every", "eval_batches", "jit",
                     "max_consecutive_skipped_steps")
 MAX_SEED = 2 ** 31 - 1
-# Flags that name input files or directories: on resume they are compared by
-# resolved path or, failing that, by what they hold (a run directory, or its
-# inputs, may have been moved or copied). The stored config keeps what each
-# held under IDENTITIES_KEY.
-PATH_FIELDS = ("teacher_model_name_or_path", "input_dir", "eval_input_dir",
-               "student_init", "model_name_or_path", "data_dir", "train_file",
-               "dev_file", "test_file")
-IDENTITIES_KEY = "input_identities"
-# Files up to this size count by their bytes in an identity, larger ones by
-# their size (a corpus manifest, configs and vocabularies are small).
-_IDENTITY_HASHED_BYTES = 1 << 20
-# Fields added since a config could be stored, whose behaviour before they
-# existed was not today's default: a stored config without the field resumes
-# only with this value.
-EARLIER_BEHAVIOUR = {"reference_char_cut": True}
+# Keys of a stored config that are not fields: the digests of its inputs
+# (resume.py; the second name is that of runs started before 2026-12-05).
+STORED_DIGEST_KEYS = ("input_digests", "input_identities")
 
 
 class ConfigError(ValueError):
@@ -107,17 +94,16 @@ class DistillConfig:
   max_consecutive_skipped_steps: int = 50
   tpu: str = ""
 
-  def to_json(self) -> str:
-    return stored_json(self)
-
   @classmethod
   def from_json(cls, text: str, source: str) -> "DistillConfig":
-    """The config stored by `save`; fields added since then take defaults."""
+    """A config stored in a run directory (resume.stored_json); fields added
+    since then take defaults."""
     try:
       values = json.loads(text)
       if not isinstance(values, dict):
         raise ValueError("not a JSON object")
-      values.pop(IDENTITIES_KEY, None)
+      for key in STORED_DIGEST_KEYS:
+        values.pop(key, None)
       unknown = sorted(set(values) - set(cls.__dataclass_fields__))
       if unknown:
         raise ValueError(f"unknown fields {unknown}")
@@ -270,99 +256,6 @@ def dataclass_from_flags(cls, flag_values: flags.FlagValues,
     if not values[name]:
       raise ConfigError(name, values[name], "is required")
   return cls(**values)
-
-
-def path_identity(path: str, output_dir: str) -> Optional[str]:
-  """A digest of what a file or directory holds: its files' relative names
-  and their bytes (or, past _IDENTITY_HASHED_BYTES, sizes); hidden files
-  and directories, and the run's own `output_dir` should it lie inside,
-  excluded. None if it does not exist."""
-  if not path or not os.path.exists(path):
-    return None
-  output = os.path.realpath(output_dir)
-  digest = hashlib.sha256()
-  if os.path.isfile(path):
-    entries = [("", path)]
-  else:
-    entries = []
-    for root, dirs, names in os.walk(path):
-      dirs[:] = sorted(d for d in dirs if not d.startswith(".") and
-                       os.path.realpath(os.path.join(root, d)) != output)
-      entries += [(os.path.relpath(os.path.join(root, n), path),
-                   os.path.join(root, n))
-                  for n in sorted(names) if not n.startswith(".")]
-  for name, full in entries:
-    size = os.path.getsize(full)
-    digest.update(f"{name}\0{size}\0".encode("utf-8", "surrogateescape"))
-    if size <= _IDENTITY_HASHED_BYTES:
-      with open(full, "rb") as f:
-        digest.update(f.read())
-  return digest.hexdigest()
-
-
-def stored_json(config) -> str:
-  """The config as stored in its output_dir: every field, and the identity
-  of every input it names."""
-  values = dataclasses.asdict(config)
-  values[IDENTITIES_KEY] = {
-      name: path_identity(values[name], config.output_dir)
-      for name in PATH_FIELDS if values.get(name)}
-  return json.dumps(values, indent=2, sort_keys=True)
-
-
-def _input_change(name: str, current: str, stored: str,
-                  identities: Dict[str, str], output_dir: str
-                  ) -> Optional[str]:
-  """How the input flag `name` differs from the stored run's, or None: by
-  what it holds where the run recorded that, else by resolved path."""
-  if not current or not stored:
-    return None if current == stored else f"(was {stored or 'unset'})"
-  if identities.get(name) is not None:
-    if path_identity(current, output_dir) == identities[name]:
-      return None
-    if os.path.realpath(current) == os.path.realpath(stored):
-      return "(its contents changed since the run started)"
-    return f"(was {stored}, which held other contents)"
-  if os.path.realpath(current) == os.path.realpath(stored):
-    return None
-  return f"(was {stored})"
-
-
-def check_resumable(config, stored_text: str, stored_path: str,
-                    resumable: Sequence[str]) -> None:
-  """Refuses to continue a run stored at `stored_path` (its config's JSON)
-  with flags, other than `resumable`, that differ from its own."""
-  try:
-    stored = json.loads(stored_text)
-    if not isinstance(stored, dict):
-      raise ValueError("not a JSON object")
-  except ValueError as e:
-    raise ConfigError("output_dir", config.output_dir,
-                      f"{stored_path}: not a readable config ({e})") from None
-  current = dataclasses.asdict(config)
-  identities = stored.pop(IDENTITIES_KEY, None) or {}
-  stored = {**{name: value for name, value in EARLIER_BEHAVIOUR.items()
-               if name in current}, **stored}
-  # The run is where it is now: a moved or copied run directory resumes.
-  ignored = set(resumable) | {"output_dir"}
-
-  def change(name):
-    if name in PATH_FIELDS:
-      return _input_change(name, current[name], stored[name], identities,
-                           config.output_dir)
-    return None if current[name] == stored[name] else \
-        f"(was {stored[name]})"
-  changes = {name: change(name) for name in current
-             if name not in ignored and name in stored}
-  changed = [f"--{name}={current[name]} {how}"
-             for name, how in changes.items() if how]
-  if changed:
-    allowed = ", ".join("--" + n for n in resumable)
-    raise ConfigError(
-        "output_dir", config.output_dir,
-        f"holds a run started with other flags: {', '.join(changed)}. Resume "
-        f"with the flags of its {os.path.basename(stored_path)}, or use a new "
-        f"--output_dir (only {allowed} may change on resume)")
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -536,9 +429,6 @@ class FinetuneConfig:
   keep_checkpoints: int = 1
   exit_after_steps: int = 0
   max_consecutive_skipped_steps: int = 50
-
-  def to_json(self) -> str:
-    return stored_json(self)
 
   def grid(self) -> Tuple[Tuple[float, int], ...]:
     """(learning rate, batch size) settings to train: the grid of

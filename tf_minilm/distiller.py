@@ -25,6 +25,7 @@ from tf_minilm import layout as layout_lib
 from tf_minilm import losses
 from tf_minilm import modeling
 from tf_minilm import resolve as resolve_lib
+from tf_minilm import resume
 from tf_minilm import selection
 from tf_minilm import student_vocab
 from tf_minilm import trainer
@@ -310,7 +311,7 @@ def run(config: config_lib.DistillConfig) -> trainer.RunResult:
                              ) from None
     try:
       if chief:
-        layout.write_config(config.to_json())
+        layout.write_config(resume.stored_json(config))
         if vocab_files is not None:
           student_vocab.write(layout.student_vocab_dir, vocab_files)
       return trainer.fit(task.as_trainer_task(), strategy,

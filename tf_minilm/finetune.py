@@ -40,6 +40,7 @@ from tf_minilm import finetune_data
 from tf_minilm import io_utils
 from tf_minilm import layout as layout_lib
 from tf_minilm import modeling
+from tf_minilm import resume
 from tf_minilm import text_encoding
 from tf_minilm import tokenization
 from tf_minilm import trainer
@@ -373,15 +374,15 @@ def _train_setting(config: config_lib.FinetuneConfig, task_data: TaskData,
                                 config_lib.FINETUNE_CONFIG_FILENAME)
   stored = layout.read_config()
   if stored is not None:
-    config_lib.check_resumable(config, stored, layout.config_path,
-                               config_lib.FINETUNE_RESUMABLE_FIELDS)
+    resume.check_resumable(config, stored, layout.config_path,
+                           config_lib.FINETUNE_RESUMABLE_FIELDS)
   keras.utils.set_random_seed(config.seed)
   task = FineTuningTask(config, task_data, strategy, layout)
   chief = trainer.worker_name(strategy) is None
   lock = layout.prepare("bin/finetune") if chief else None
   try:
     if chief:
-      layout.write_config(config.to_json())
+      layout.write_config(resume.stored_json(config))
     result = trainer.fit(task.as_trainer_task(), strategy, trainer.LoopConfig(
         max_steps=task.max_steps, logging_steps=config.logging_steps,
         save_steps=task.steps_per_epoch,

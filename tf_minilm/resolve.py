@@ -18,6 +18,7 @@ from tf_minilm import data
 from tf_minilm import layout as layout_lib
 from tf_minilm import losses
 from tf_minilm import modeling
+from tf_minilm import resume
 from tf_minilm import selection
 from tf_minilm import tokenization
 
@@ -86,8 +87,8 @@ def check_resume(config: config_lib.DistillConfig) -> None:
   layout = run_layout(config)
   text = layout.read_config()
   if text is not None:
-    config_lib.check_resumable(config, text, layout.config_path,
-                               config_lib.RESUMABLE_FIELDS)
+    resume.check_resumable(config, text, layout.config_path,
+                           config_lib.RESUMABLE_FIELDS)
 
 
 def resolve(config: config_lib.DistillConfig) -> Resolved:
