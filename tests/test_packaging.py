@@ -48,7 +48,41 @@ def _imported_distributions():
   return {mapping[m][0].lower().replace("_", "-") for m in third_party}
 
 
+def _package_imports():
+  """{module: the package's modules it imports, anywhere in its body}."""
+  imports = {}
+  for root, _, files in os.walk(os.path.join(REPO, "tf_minilm")):
+    for name in files:
+      if name.endswith(".py"):
+        path = os.path.join(root, name)
+        module = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+        with open(path, encoding="utf-8") as f:
+          tree = ast.parse(f.read())
+        used = set()
+        for node in ast.walk(tree):
+          if isinstance(node, ast.ImportFrom) and node.module == "tf_minilm":
+            used.update(f"tf_minilm.{a.name}" for a in node.names)
+          elif isinstance(node, ast.ImportFrom) and (node.module or "") \
+              .startswith("tf_minilm."):
+            used.add(node.module)
+        imports[module] = used
+  return imports
+
+
 class PackagingTest(tf.test.TestCase):
+
+  def test_no_module_imports_itself_through_others(self):
+    imports = _package_imports()
+
+    def reaches(start):
+      seen, todo = set(), list(imports.get(start, ()))
+      while todo:
+        module = todo.pop()
+        if module not in seen:
+          seen.add(module)
+          todo.extend(imports.get(module, ()))
+      return seen
+    self.assertEmpty([m for m in imports if m in reaches(m)])
 
   def test_runtime_dependencies_are_what_the_package_imports(self):
     imported = _imported_distributions() - OPTIONAL

@@ -6,6 +6,7 @@ import os
 import tensorflow as tf
 
 import hf_fixtures
+from tf_minilm import text_cleaning
 from tf_minilm import text_encoding
 from tf_minilm import tokenization
 from tf_minilm.sample_data import chinese_vocab
@@ -88,7 +89,7 @@ class TokenizerParityTest(tf.test.TestCase):
     self.assertEqual(ids, [7, 4, 6, 5, 7])
 
   def test_invalid_utf8_is_cleaned_not_fatal(self):
-    cleaned = tokenization.clean_utf8(tf.constant([b"ok \xff\xfe bytes",
+    cleaned = text_cleaning.clean_utf8(tf.constant([b"ok \xff\xfe bytes",
                                                    "全角，字符".encode()]))
     self.assertEqual(cleaned.numpy().tolist(),
                      ["ok \ufffd\ufffd bytes".encode(), "全角，字符".encode()])

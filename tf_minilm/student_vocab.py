@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from tf_minilm import data
 from tf_minilm import io_utils
+from tf_minilm import text_cleaning
 from tf_minilm import tokenization
 
 TEACHER_IDS_FILE = "teacher_ids.json"
@@ -130,7 +131,7 @@ def trimmed_files(settings, teacher_ids: Sequence[int],
   if os.path.basename(settings.path) == tokenization.TOKENIZER_JSON:
     new_id = {old: new for new, old in enumerate(teacher_ids)}
     files[tokenization.TOKENIZER_JSON] = json.dumps(
-        _remap_json_ids(tokenization.read_json(settings.path), new_id,
+        _remap_json_ids(text_cleaning.read_json(settings.path), new_id,
                         settings.path), ensure_ascii=False, indent=2)
   files[TEACHER_IDS_FILE] = json.dumps(list(map(int, teacher_ids)))
   return files
@@ -149,7 +150,7 @@ def read(directory: str, teacher) -> Tuple[object, List[int]]:
   ascending id per student token, each a teacher token's, the teacher's
   special tokens among them."""
   path = os.path.join(directory, TEACHER_IDS_FILE)
-  teacher_ids = tokenization.read_json(path)
+  teacher_ids = text_cleaning.read_json(path)
   settings = tokenization.read_tokenizer(directory)
   if (not isinstance(teacher_ids, list) or
       len(teacher_ids) != len(settings.vocab) or

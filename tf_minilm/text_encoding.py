@@ -35,7 +35,7 @@ class Tokenizer(Protocol):
     with `max_tokens`, the first `max_tokens` of the whole text's (it may
     avoid tokenizing all of a long text, but must prove the ids equal);
     with `max_chars`, those of each text cut first to `max_chars` characters
-    by `tokenization.cut_characters` (the reference's pre-training cut)."""
+    by `text_cleaning.cut_characters` (the reference's pre-training cut)."""
 
   def num_special_tokens(self, pair: bool) -> int:
     """How many special tokens a single text or a pair adds."""

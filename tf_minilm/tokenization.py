@@ -15,6 +15,9 @@ from typing import Dict, List, Optional, Sequence
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from tf_minilm import text_cleaning
+from tf_minilm import unigram_tokenization
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 VOCAB_FILE = "vocab.txt"
 TOKENIZER_JSON = "tokenizer.json"
@@ -41,8 +44,7 @@ PRECUT_CHARS_PER_TOKEN = 8
 # [CLS] a [SEP] (2), or [CLS] a [SEP] b [SEP] (3).
 _SPECIAL_TOKENS = {False: 2, True: 3}
 
-class TokenizerError(ValueError):
-  """A vocabulary or tokenizer configuration that cannot be used."""
+TokenizerError = text_cleaning.TokenizerError
 
 
 def load_vocab(path: str) -> List[str]:
@@ -72,19 +74,11 @@ def read_do_lower_case(model_dir: str) -> bool:
   path = os.path.join(model_dir, "tokenizer_config.json")
   if not os.path.isfile(path):
     return True
-  value = read_json(path).get("do_lower_case", True)
+  value = text_cleaning.read_json(path).get("do_lower_case", True)
   if not isinstance(value, bool):
     raise TokenizerError(f"{path}: do_lower_case must be true or false, got "
                          f"{value!r}")
   return value
-
-
-def read_json(path: str):
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except (OSError, ValueError) as e:
-    raise TokenizerError(f"{path}: not readable JSON ({e})") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +178,7 @@ def transformers_class(model_dir: str) -> Optional[str]:
     path = os.path.join(model_dir, name)
     if not os.path.isfile(path):
       continue
-    content = read_json(path)
+    content = text_cleaning.read_json(path)
     if not isinstance(content, dict):
       raise TokenizerError(f"{path}: not a JSON object")
     value = content.get(key)
@@ -207,7 +201,7 @@ def read_tokenizer_json(path: str, tokenizer_class: Optional[str] = None,
   rebuilds the pipeline from the file's vocabulary with `do_lower_case`
   (tokenizer_config.json's) and its own word limit, whatever the file says.
   """
-  spec = read_json(path)
+  spec = text_cleaning.read_json(path)
 
   def require(condition, message):
     if not condition:
@@ -216,8 +210,6 @@ def read_tokenizer_json(path: str, tokenizer_class: Optional[str] = None,
           "no \"model\" object")
   model = spec["model"]
   if model.get("type") == "Unigram":
-    # Imported here: the Unigram module builds on this one.
-    from tf_minilm import unigram_tokenization  # pylint: disable=g-import-not-at-top
     return unigram_tokenization.read_unigram_json(spec, path, tokenizer_class)
   require(model.get("type") == "WordPiece",
           f"the tokenizer's model is {model.get('type')!r}; only WordPiece "
@@ -340,7 +332,7 @@ class BertTokenizer(tf.Module):
     """`[N]` strings -> `[N, (tokens)]` int32 WordPiece ids, no special tokens.
 
     With `max_chars`, each text is first cut to its first `max_chars`
-    characters (see `cut_characters`).
+    characters (see `text_cleaning.cut_characters`).
 
     With `max_tokens`, each row holds its first `max_tokens` tokens (those of
     the whole text), but long texts are not tokenized whole: a row of more
@@ -356,8 +348,8 @@ class BertTokenizer(tf.Module):
     token or more; words of only marks or separators are not counted). Other
     long rows (few words, or no whitespace) are tokenized whole.
     """
-    text = (clean_utf8(text) if max_chars is None else
-            cut_characters(text, max_chars))
+    text = (text_cleaning.clean_utf8(text) if max_chars is None else
+            text_cleaning.cut_characters(text, max_chars))
     if max_tokens is None:
       return self._tokenize(text)
     limit = PRECUT_CHARS_PER_TOKEN * max(max_tokens, 1)
@@ -457,16 +449,3 @@ def _replace_rows(values: tf.RaggedTensor, replace: tf.Tensor,
                                                   0)))
   return tf.cond(tf.reduce_any(replace), merge, lambda: values)
 
-
-def clean_utf8(text: tf.Tensor) -> tf.Tensor:
-  """Invalid UTF-8 -> U+FFFD, which normalisation then deletes (HF reads such
-  bytes as U+FFFD too)."""
-  return tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace",
-                                      replacement_char=0xFFFD)
-
-
-def cut_characters(text: tf.Tensor, max_chars: int) -> tf.Tensor:
-  """The first `max_chars` characters of each text, cleaned (`clean_utf8`:
-  an invalid byte counts as one U+FFFD): the reference's cut of every
-  pre-training line, before tokenizing."""
-  return tf.strings.substr(clean_utf8(text), 0, max_chars, unit="UTF8_CHAR")

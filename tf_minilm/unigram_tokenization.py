@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from tf_minilm import tokenization
+from tf_minilm import text_cleaning
 
 METASPACE = "\u2581"
 XLMR_TOKENIZER_CLASS = "XLMRobertaTokenizer"
@@ -135,7 +135,7 @@ def read_unigram_json(spec: dict, path: str,
 
   def require(condition, message):
     if not condition:
-      raise tokenization.TokenizerError(f"{path}: {message}")
+      raise text_cleaning.TokenizerError(f"{path}: {message}")
   model = spec["model"]
   vocab = model.get("vocab")
   require(isinstance(vocab, list) and vocab and all(
@@ -165,7 +165,7 @@ def read_unigram_json(spec: dict, path: str,
     charsmap = base64.b64decode(steps[0].get("precompiled_charsmap") or "",
                                 validate=True)
   except ValueError as e:
-    raise tokenization.TokenizerError(
+    raise text_cleaning.TokenizerError(
         f"{path}: precompiled_charsmap is not base64 ({e})") from None
 
   pre = spec.get("pre_tokenizer") or {}
@@ -455,7 +455,7 @@ class UnigramTokenizer(tf.Module):
   def normalize(self, text: tf.Tensor) -> tf.Tensor:
     """Normalizer, whitespace handling and Metaspace's prefix: spaces stay
     spaces (SentencePiece escapes them)."""
-    text = self._charsmap(tokenization.clean_utf8(text))
+    text = self._charsmap(text_cleaning.clean_utf8(text))
     if self._whitespace == "split":
       text = tf.strings.regex_replace(
           tf.strings.regex_replace(text, f"[{_WHITE_SPACE}]+", " "),
@@ -470,9 +470,9 @@ class UnigramTokenizer(tf.Module):
     first `max_tokens` of them when given (whole texts are tokenized:
     normalization can turn other characters into spaces, so no cut before
     it is provably safe). With `max_chars`, each text is first cut to its
-    first `max_chars` characters (`tokenization.cut_characters`)."""
+    first `max_chars` characters (`text_cleaning.cut_characters`)."""
     if max_chars is not None:
-      text = tokenization.cut_characters(text, max_chars)
+      text = text_cleaning.cut_characters(text, max_chars)
     pieces = self._sentencepiece.tokenize(self.normalize(text))
     return pieces if max_tokens is None else pieces[:, :max_tokens]
 
