@@ -287,6 +287,8 @@ def export(source: str, output_dir: str,
                       "replace it")
   if max_seq_length is None:
     max_seq_length = run_max_seq_length(source) or DEFAULT_MAX_SEQ_LENGTH
+  keras.mixed_precision.set_global_policy("float32")
+  student = load_student(source)
   tokenizer_dir = _tokenizer_dir(source)
   settings = tokenization.read_tokenizer(tokenizer_dir)
   specials = settings.num_special_tokens(pair=True)
@@ -294,8 +296,6 @@ def export(source: str, output_dir: str,
     raise ExportError(f"max_seq_length must be >= {specials} (the special "
                       "tokens around a pair of texts), got "
                       f"{max_seq_length}")
-  keras.mixed_precision.set_global_policy("float32")
-  student = load_student(source)
   if max_seq_length > student.config.usable_positions:
     raise ExportError(f"max_seq_length {max_seq_length} exceeds the "
                       f"{student.config.positions_text()} the student "
