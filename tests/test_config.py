@@ -26,7 +26,7 @@ class FlagsTest(tf.test.TestCase):
 
   def test_every_config_field_is_a_flag_and_every_flagfile_parses(self):
     files = sorted(glob.glob(os.path.join(REPO, "configs", "*.flags")))
-    self.assertLen(files, 6)
+    self.assertLen(files, 7)
     for path in files:
       if os.path.basename(path).startswith("finetune"):
         continue
@@ -45,6 +45,21 @@ class FlagsTest(tf.test.TestCase):
     self.assertEqual(config.grid()[0], (1e-5, 16))
     self.assertEqual((config.epochs, config.max_seq_length, config.use_pooler),
                      (3, 128, True))
+
+  def test_the_selected_recipe_is_the_recipe_started_from_its_teacher(self):
+    recipe = parse(f"--flagfile={REPO}/configs/pp_minilm_6l768h.flags")
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+      selected = parse("--flagfile=configs/pp_minilm_6l768h_selected.flags")
+    finally:
+      os.chdir(cwd)
+    changed = {k: (recipe[k], v) for k, v in selected.items()
+               if recipe[k] != v}
+    self.assertEqual(changed, {
+        "student_selection": ("none", "uniform"),
+        "output_dir": ("runs/pp_minilm_6l768h",
+                       "runs/pp_minilm_6l768h_selected")})
 
   def test_recipe_flagfile_is_the_published_recipe(self):
     values = parse(f"--flagfile={REPO}/configs/pp_minilm_6l768h.flags")
