@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -366,29 +367,29 @@ class DistillEndToEndTest(DistillTestBase):
     if not tf.config.list_physical_devices("GPU"):
       cases.append((dict(device="gpu"), "--device=gpu: no GPU is visible to "
                     "TensorFlow; use --device=cpu"))
+    # In this process: bin/distill turns the ConfigError into its one line
+    # and exit 2 (test_packaging; test_a_student_larger_than_its_teacher...).
     for overrides, message in cases:
       with self.subTest(**{k: str(v) for k, v in overrides.items()}):
-        proc = self.distill(self.flags(out, **overrides), expect_rc=2)
+        error = self.refusal(self.flags(out, **overrides))
         if isinstance(message, re.Pattern):
-          self.assertRegex(proc.stderr, message)
+          self.assertRegex(error, message)
         else:
-          self.assertIn(message, proc.stderr)
+          self.assertIn(message, error)
         self.assertFalse(os.path.exists(out))
-    proc = self.distill(self.flags(os.path.join(a_file, "run")), expect_rc=2)
-    self.assertIn(f"lies below the file {a_file}, not a directory", proc.stderr)
+    self.assertIn(f"lies below the file {a_file}, not a directory",
+                  self.refusal(self.flags(os.path.join(a_file, "run"))))
     finetune_run = os.path.join(self.root, "a_finetune_run")
     os.makedirs(finetune_run, exist_ok=True)
     with open(os.path.join(finetune_run, "finetune_config.json"), "w") as f:
       f.write("{}")
-    proc = self.distill(self.flags(finetune_run), expect_rc=2)
     self.assertIn("holds a bin/finetune run (finetune_config.json)",
-                  proc.stderr)
+                  self.refusal(self.flags(finetune_run)))
     self.assertEqual(os.listdir(finetune_run), ["finetune_config.json"])
     parent = os.path.dirname(self.shards)
     before = sorted(os.listdir(parent))
-    proc = self.distill(self.flags(parent), expect_rc=2)
     self.assertIn(f"--input_dir={self.shards}: lies inside --output_dir="
-                  f"{parent}", proc.stderr)
+                  f"{parent}", self.refusal(self.flags(parent)))
     self.assertEqual(sorted(os.listdir(parent)), before)
     for tf_config in (None, "{not json", '["a"]', '{"cluster": {"worker": '
                       '["127.0.0.1:1"]}, "task": {"type": "worker", '
@@ -397,11 +398,24 @@ class DistillEndToEndTest(DistillTestBase):
         env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
         if tf_config is not None:
           env["TF_CONFIG"] = tf_config
-        proc = self.distill(self.flags(out, strategy="multi_worker"),
-                            expect_rc=2, env=env)
-        self.assertIn("TF_CONFIG=", proc.stderr)
-        self.assertIn("--strategy=multi_worker expects", proc.stderr)
+        with mock.patch.dict(os.environ, env, clear=True):
+          error = self.refusal(self.flags(out, strategy="multi_worker"))
+        self.assertIn("TF_CONFIG=", error)
+        self.assertIn("--strategy=multi_worker expects", error)
         self.assertFalse(os.path.exists(out))
+
+  def refusal(self, flag_list):
+    """The ConfigError `distiller.run` raises, in this process, for the
+    command line `flag_list`."""
+    from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
+    from tf_minilm import config as config_lib  # pylint: disable=g-import-not-at-top
+    from tf_minilm import distiller  # pylint: disable=g-import-not-at-top
+    values = absl_flags.FlagValues()
+    config_lib.define_flags(values)
+    values(["distill"] + flag_list)
+    with self.assertRaises(config_lib.ConfigError) as raised:
+      distiller.run(config_lib.from_flags(values))
+    return str(raised.exception)
 
   def _broken_teacher(self, name, damage):
     directory = os.path.join(self.root, name)
