@@ -118,14 +118,20 @@ class TrimmedTokenizerTest(tf.test.TestCase):
     self._check(settings, directory, student, teacher_ids, held_out,
                 transformers.AutoTokenizer.from_pretrained(source))
 
-  def test_xlm_r_unigram(self):
-    import transformers  # pylint: disable=g-import-not-at-top
-    source = os.path.join(self.root, "xlmr")
+  def _unigram_teacher(self, name, tokenizer_class):
+    """A directory with the real XLM-R tokenizer.json, read as
+    `tokenizer_class`."""
+    source = os.path.join(self.root, name)
     os.makedirs(source)
     shutil.copyfile(hf_fixtures.xlmr_tokenizer_json(),
                     os.path.join(source, "tokenizer.json"))
     with open(os.path.join(source, "tokenizer_config.json"), "w") as f:
-      json.dump({"tokenizer_class": "XLMRobertaTokenizer"}, f)
+      json.dump({"tokenizer_class": tokenizer_class}, f)
+    return source
+
+  def test_xlm_r_unigram(self):
+    import transformers  # pylint: disable=g-import-not-at-top
+    source = self._unigram_teacher("xlmr", "XLMRobertaTokenizer")
     settings = tokenization.read_tokenizer(source)
     texts = sample_data.multilingual_lines(per_locale=30, seed=5)
     corpus = [t for lines in texts.values() for t in lines[:20]]
@@ -154,12 +160,7 @@ class TrimmedTokenizerTest(tf.test.TestCase):
     # A teacher whose class is PreTrainedTokenizerFast: its trimmed files
     # say so and read back (they were refused, stranding the run).
     import transformers  # pylint: disable=g-import-not-at-top
-    source = os.path.join(self.root, "unigram_as_is")
-    os.makedirs(source)
-    shutil.copyfile(hf_fixtures.xlmr_tokenizer_json(),
-                    os.path.join(source, "tokenizer.json"))
-    with open(os.path.join(source, "tokenizer_config.json"), "w") as f:
-      json.dump({"tokenizer_class": "PreTrainedTokenizerFast"}, f)
+    source = self._unigram_teacher("unigram_as_is", "PreTrainedTokenizerFast")
     settings = tokenization.read_tokenizer(source)
     self.assertIsNone(settings.tokenizer_class)
     texts = ["trail  of  spaces", "hello world", "  hello"]
