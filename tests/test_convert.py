@@ -239,6 +239,12 @@ class StudentExportTest(tf.test.TestCase):
     tokenizer = transformers.BertTokenizer.from_pretrained(out)
     self.assertEqual(tokenizer.convert_tokens_to_ids("hello"),
                      hf_fixtures.tiny_vocab().index("hello"))
+    # The source's config.json names the class (bert); the export's own
+    # tokenizer_config.json says it with the casing and the length limit.
+    with open(os.path.join(out, "tokenizer_config.json")) as f:
+      self.assertEqual(json.load(f), {"tokenizer_class": "BertTokenizer",
+                                      "do_lower_case": True,
+                                      "model_max_length": 512})
 
 
 class CheckpointErrorTest(tf.test.TestCase):

@@ -396,10 +396,12 @@ def check_finite(encoder: modeling.Encoder, source: str) -> None:
 # ---------------------------------------------------------------- writing
 
 def copy_tokenizer_files(source_dir: str, target_dir: str) -> List[str]:
-  """Copies the tokenizer files; returns their names. A source whose
-  tokenizer class only its config.json's model_type tells (an XLM-R model
-  without tokenizer_config.json) gets a tokenizer_config.json naming it: the
-  class decides the ids, and the copy's config.json is not the source's."""
+  """Copies the tokenizer files; returns the names of those copied. A
+  source whose tokenizer class only its config.json tells (an XLM-R model,
+  or a BERT one shipping tokenizer.json, without tokenizer_config.json) gets
+  a tokenizer_config.json naming it, not counted as copied (a HF export
+  writes a fuller one): the class decides the ids, and the copy's
+  config.json is not the source's."""
   copied = []
   for name in TOKENIZER_FILES:
     path = os.path.join(source_dir, name)
@@ -411,7 +413,6 @@ def copy_tokenizer_files(source_dir: str, target_dir: str) -> List[str]:
     with open(os.path.join(target_dir, "tokenizer_config.json"), "w",
               encoding="utf-8") as f:
       json.dump({"tokenizer_class": tokenizer_class}, f, indent=2)
-    copied.append("tokenizer_config.json")
   return copied
 
 
