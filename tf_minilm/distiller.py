@@ -7,6 +7,9 @@ relation loss) -> trainer.fit (the shared loop) -> layout (run directory).
 Per replica the teacher's Q/K/V at its tap (frozen, computed only up to the
 tap) and the student's at its tap feed `losses.multi_relation_loss`; the
 trainer all-reduces, unscales, checks, clips and applies the gradients.
+With --embedding_weight both models also run to their last layer, and
+`losses.embedding_loss` compares their sentence embeddings (the student's
+through its trained projection where it has one).
 """
 
 import dataclasses
@@ -27,6 +30,7 @@ from tf_minilm import modeling
 from tf_minilm import resolve as resolve_lib
 from tf_minilm import resume
 from tf_minilm import selection
+from tf_minilm import sentence_embedding
 from tf_minilm import student_vocab
 from tf_minilm import trainer
 
@@ -82,7 +86,12 @@ def build_models(config: config_lib.DistillConfig,
   """
   half = config.amp_dtype if config.use_amp else "float32"
   teacher_dtype = half if config.teacher_half_precision else config.amp_policy
-  tap_depth = dict(num_layers=config.teacher_layer_index + 1, with_pooler=False)
+  embedding = bool(config.embedding_weight)
+  # The embedding term needs the teacher's last layer; the relations only
+  # its tap.
+  tap_depth = dict(num_layers=(resolved.teacher.num_layers if embedding else
+                               config.teacher_layer_index + 1),
+                   with_pooler=False)
   if random_weights:
     teacher = modeling.Encoder(resolved.teacher.replace(**tap_depth),
                                dtype=teacher_dtype, name="teacher")
@@ -102,8 +111,40 @@ def build_models(config: config_lib.DistillConfig,
         student, {**convert.encoder_tensors(student), **student_tensors},
         source="the weights selected from the teacher")
   return Models(teacher, student,
-                 teacher.distillation_model(config.teacher_layer_index),
-                 student.distillation_model(config.student_layer_index))
+                 teacher.distillation_model(config.teacher_layer_index,
+                                            sequence_output=embedding),
+                 student.distillation_model(config.student_layer_index,
+                                            sequence_output=embedding))
+
+
+def initial_projection(config: config_lib.DistillConfig,
+                       resolved: resolve_lib.Resolved
+                       ) -> Optional[sentence_embedding.Dense]:
+  """Where the embedding term needs a projection: its starting weights, from
+  the --student_init export's own head, or selected from the teacher's head
+  (--student_selection); None: random (or no projection)."""
+  width = sentence_embedding.projection_width(
+      resolved.teacher_head, resolved.teacher.hidden_size,
+      resolved.student.hidden_size)
+  if width is None:
+    return None
+  if config.student_init:
+    try:
+      head = sentence_embedding.read_head(config.student_init,
+                                          resolved.student.hidden_size)
+    except sentence_embedding.HeadError as e:
+      raise config_lib.ConfigError("student_init", config.student_init,
+                                   str(e)) from None
+    dense = head and head.dense
+    if dense is not None and dense.weight.shape == (
+        width, resolved.student.hidden_size):
+      return dense
+    return None
+  if config.student_selection != "none":
+    weight, bias = selection.select_projection(
+        resolved.teacher_head, resolved.teacher, resolved.student)
+    return sentence_embedding.Dense(weight, bias)
+  return None
 
 
 class DistillationTask:
@@ -129,19 +170,35 @@ class DistillationTask:
     student_tensors = (
         None if config.student_selection == "none" else
         selected_student_tensors(config, resolved, random_weights))
+    self.projection = None
+    projection_width = resolved.teacher_head and \
+        sentence_embedding.projection_width(
+            resolved.teacher_head, resolved.teacher.hidden_size,
+            resolved.student.hidden_size)
     with strategy.scope():
       self.models = build_models(config, resolved, random_weights,
                                  student_tensors)
       del student_tensors
-      # Only the student's weights at or below its tap get gradients; the rest
-      # (layers above, the tap's attention output and FFN, the pooler) are
-      # exported untouched (MiniLMv2 intends this).
-      tap_attention = self.models.student.layers[
-          config.student_layer_index].attention
-      unused = {id(w) for w in tap_attention.output_dense.weights +
-                tap_attention.layer_norm.weights}
-      trainable = [w for w in self.models.student_view.trainable_weights
-                   if id(w) not in unused]
+      if projection_width:
+        self.projection = sentence_embedding.build_projection(
+            projection_width, resolved.student,
+            initial_projection(config, resolved))
+      if config.embedding_weight:
+        # The embedding term reaches every layer (the pooler excepted, which
+        # the student view does not hold).
+        trainable = list(self.models.student_view.trainable_weights)
+        if self.projection is not None:
+          trainable += self.projection.trainable_weights
+      else:
+        # Only the student's weights at or below its tap get gradients; the
+        # rest (layers above, the tap's attention output and FFN, the pooler)
+        # are exported untouched (MiniLMv2 intends this).
+        tap_attention = self.models.student.layers[
+            config.student_layer_index].attention
+        unused = {id(w) for w in tap_attention.output_dense.weights +
+                  tap_attention.layer_norm.weights}
+        trainable = [w for w in self.models.student_view.trainable_weights
+                     if id(w) not in unused]
       self.train_step = trainer.TrainStep(
           strategy, self.loss, trainable, trainer.OptimizationConfig(
               learning_rate=config.learning_rate,
@@ -159,9 +216,11 @@ class DistillationTask:
                                           self.models.teacher)
                   for v in encoder.model.variables
                   if v.name == "seed_generator_state"]
+    extra = {} if self.projection is None else {
+        "projection": self.projection}
     self.checkpoint = tf.train.Checkpoint(
         student=self.models.student.model, rng_states=rng_states,
-        **self.train_step.checkpoint_items())
+        **extra, **self.train_step.checkpoint_items())
 
   def loss(self, batch, training: bool) -> trainer.StepLoss:
     c = self.config
@@ -170,14 +229,29 @@ class DistillationTask:
     student_batch = batch if self.student_id_map is None else dict(
         batch, token_ids=tf.gather(self.student_id_map, batch["token_ids"]))
     student_qkv = self.models.student_view(student_batch, training=training)
+    mask = batch["padding_mask"]
     out = losses.multi_relation_loss(
         [student_qkv[n] for n in ("query", "key", "value")],
         [tf.stop_gradient(teacher_qkv[n]) for n in ("query", "key", "value")],
-        batch["padding_mask"], c.num_relation_heads, c.alpha, c.beta,
-        c.relation_mask)
-    mask = batch["padding_mask"]
+        mask, c.num_relation_heads, c.alpha, c.beta, c.relation_mask)
+    total, terms = out.total, dict(out.terms)
+    if c.embedding_weight:
+      head = self.resolved.teacher_head
+      teacher_embedding = sentence_embedding.embed_with_head(
+          teacher_qkv["sequence_output"], mask, head, normalize=False)
+      projection = self.projection
+      student_embedding = sentence_embedding.embed(
+          student_qkv["sequence_output"], mask, head.pooling,
+          None if projection is None else projection.kernel,
+          None if projection is None else projection.bias,
+          sentence_embedding.projection_activation(head))
+      term = losses.embedding_loss(student_embedding,
+                                   tf.stop_gradient(teacher_embedding),
+                                   c.embedding_loss)
+      terms[f"embedding/{c.embedding_loss}"] = term
+      total += c.embedding_weight * term
     return trainer.StepLoss(
-        total=out.total, terms=out.terms,
+        total=total, terms=terms,
         examples=tf.cast(tf.shape(mask)[0], tf.float32),
         tokens=tf.reduce_sum(tf.cast(mask, tf.float32)),
         computed_tokens=tf.cast(tf.size(mask), tf.float32))
@@ -223,9 +297,15 @@ class DistillationTask:
     with io_utils.atomic_directory(model_dir, overwrite=True) as staging:
       self.models.student.model.save(
           os.path.join(staging, layout_lib.STUDENT_KERAS))
-      convert.export_hf(self.models.student,
-                        os.path.join(staging, layout_lib.STUDENT_HF),
+      hf_dir = os.path.join(staging, layout_lib.STUDENT_HF)
+      convert.export_hf(self.models.student, hf_dir,
                         tokenizer_dir=tokenizer_dir)
+      if self.config.embedding_weight:
+        head = self.resolved.teacher_head
+        sentence_embedding.write_head(
+            sentence_embedding.student_head(head, self.projection),
+            hf_dir, self.resolved.student.hidden_size,
+            self.config.max_seq_length)
       convert.copy_tokenizer_files(tokenizer_dir, staging)
 
   def as_trainer_task(self) -> trainer.Task:

@@ -10,6 +10,10 @@ Signatures of the SavedModel (all outputs float32 except the mask):
                      not train the pooler; fine-tuning does.
      cls_output      [B, D]: the raw [CLS] hidden state
      input_mask      [B, L] int32: 1 at real tokens
+     sentence_embedding [B, E]: only for a model with a sentence-transformers
+                     head (an embedding student, or a sentence-transformers
+                     teacher): pooled, projected and normalised as
+                     `SentenceTransformer(hf/).encode` computes it
 Text is tokenized in the graph exactly as in training and as `transformers`
 (invalid UTF-8 replaced, HF-exact WordPiece, [CLS]/[SEP], truncation to
 `max_seq_length` tokens, longest first for pairs), so the ids match both.
@@ -38,6 +42,7 @@ from tf_minilm import io_utils
 from tf_minilm import layout as layout_lib
 from tf_minilm import modeling
 from tf_minilm import resolve
+from tf_minilm import sentence_embedding
 from tf_minilm import student_vocab
 from tf_minilm import text_encoding
 from tf_minilm import tokenization
@@ -92,10 +97,12 @@ class ServingModule(_TextServing):
 
   def __init__(self, encoder: modeling.Encoder,
                tokenizer: text_encoding.Tokenizer, vocab_path: str,
-               max_seq_length: int):
+               max_seq_length: int,
+               head: Optional[sentence_embedding.SentenceHead] = None):
     super().__init__("tf_minilm_serving", tokenizer, vocab_path,
                      max_seq_length)
     self.model = encoder.model
+    self.head = head
     self._vocab_size = encoder.config.vocab_size
     self._type_vocab_size = encoder.config.type_vocab_size
     self._max_positions = encoder.config.max_position_embeddings
@@ -104,10 +111,14 @@ class ServingModule(_TextServing):
     mask = batch["padding_mask"]
     out = self.model(batch, training=False)
     sequence = tf.cast(out["sequence_output"], tf.float32)
-    return {"sequence_output": sequence,
-            "pooled_output": tf.cast(out["pooled_output"], tf.float32),
-            "cls_output": sequence[:, 0, :],
-            "input_mask": tf.cast(mask, tf.int32)}
+    outputs = {"sequence_output": sequence,
+               "pooled_output": tf.cast(out["pooled_output"], tf.float32),
+               "cls_output": sequence[:, 0, :],
+               "input_mask": tf.cast(mask, tf.int32)}
+    if self.head is not None:
+      outputs["sentence_embedding"] = sentence_embedding.embed_with_head(
+          sequence, mask, self.head)
+    return outputs
 
   @tf.function(input_signature=[
       tf.TensorSpec([None, None], tf.int32, name="input_ids"),
@@ -222,6 +233,46 @@ def load_student(source: str) -> modeling.Encoder:
   return student
 
 
+def load_sentence_head(source: str, student: modeling.Encoder
+                       ) -> Optional[sentence_embedding.SentenceHead]:
+  """The sentence-transformers head of what `load_student` read: a HF
+  directory's own files, or for a training output directory run with
+  --embedding_weight, the teacher's head around the checkpoint's projection;
+  None where there is none."""
+  hidden = student.config.hidden_size
+  for hf_dir in (os.path.join(source, layout_lib.STUDENT_HF), source):
+    if os.path.isfile(os.path.join(hf_dir, "config.json")):
+      try:
+        return sentence_embedding.read_head(hf_dir, hidden)
+      except sentence_embedding.HeadError as e:
+        raise ExportError(str(e)) from None
+  layout = layout_lib.RunLayout(source, config_lib.CONFIG_FILENAME)
+  config = config_lib.DistillConfig.from_json(layout.read_config(),
+                                              layout.config_path)
+  if not config.embedding_weight:
+    return None
+  try:
+    teacher = convert.read_encoder_config(config.teacher_model_name_or_path)
+    teacher_head = resolve.teacher_sentence_head(config, teacher)
+  except (ValueError, OSError) as e:
+    raise ExportError(f"{source}: the teacher's sentence-embedding head: {e}"
+                      ) from None
+  width = sentence_embedding.projection_width(teacher_head,
+                                              teacher.hidden_size, hidden)
+  projection = None
+  if width:
+    projection = sentence_embedding.build_projection(width, student.config)
+    checkpoint = tf.train.latest_checkpoint(layout.checkpoint_dir)
+    status = tf.train.Checkpoint(projection=projection).restore(checkpoint)
+    try:
+      status.assert_existing_objects_matched().expect_partial()
+    except AssertionError as e:
+      raise ExportError(f"{checkpoint} holds no embedding projection of "
+                        f"width {width} ({str(e).splitlines()[0][:300]})"
+                        ) from None
+  return sentence_embedding.student_head(teacher_head, projection)
+
+
 def _tokenizer_dir(source: str) -> str:
   for candidate in (source, os.path.join(source, layout_lib.STUDENT_HF),
                     os.path.join(source, layout_lib.STUDENT_VOCAB)):
@@ -300,29 +351,37 @@ def export(source: str, output_dir: str,
     raise ExportError(f"max_seq_length {max_seq_length} exceeds the "
                       f"{student.config.positions_text()} the student "
                       "embeds")
+  head = load_sentence_head(source, student)
   tokenizer = settings.tokenizer()
   with io_utils.atomic_directory(output_dir, overwrite) as staging:
-    module = ServingModule(student, tokenizer, settings.path, max_seq_length)
+    module = ServingModule(student, tokenizer, settings.path, max_seq_length,
+                           head)
     saved_model_dir = os.path.join(staging, SAVED_MODEL)
     tf.saved_model.save(module, saved_model_dir, signatures={
         "serving_default": module.serve_text,
         "serving_pair": module.serve_pair,
         "serving_ids": module.serve_ids})
     student.model.save(os.path.join(staging, layout_lib.STUDENT_KERAS))
-    convert.export_hf(student, os.path.join(staging, layout_lib.STUDENT_HF),
-                      tokenizer_dir=tokenizer_dir)
+    hf_dir = os.path.join(staging, layout_lib.STUDENT_HF)
+    convert.export_hf(student, hf_dir, tokenizer_dir=tokenizer_dir)
+    outputs = ["sequence_output", "pooled_output", "cls_output", "input_mask"]
+    if head is not None:
+      sentence_embedding.write_head(head, hf_dir, student.config.hidden_size,
+                                    max_seq_length)
+      outputs.append("sentence_embedding")
     info = {
         "source": os.path.abspath(source),
         "max_seq_length": max_seq_length,
         "signatures": ["serving_default", "serving_pair", "serving_ids"],
-        "outputs": ["sequence_output", "pooled_output", "cls_output",
-                    "input_mask"],
+        "outputs": outputs,
         "custom_ops": custom_ops(saved_model_dir),
         "tensorflow_version": tf.__version__,
         "tensorflow_text_version": tf_text.__version__,
         "load_note": "import tensorflow_text before tf.saved_model.load; TF "
                      "Serving must link tf-text ops of the same version",
     }
+    if head is not None:
+      info["sentence_embedding"] = sentence_embedding.describe(head)
     with open(os.path.join(staging, EXPORT_INFO), "w", encoding="utf-8") as f:
       json.dump(info, f, indent=2)
   return info

@@ -31,6 +31,10 @@ Memory: every relation is evaluated in chunks along its leading axis inside a
 sequential loop, with an analytic gradient that recomputes each chunk, so no full
 `[N, M, K, K]` score tensor is ever held (at the recipe's shapes one such tensor
 is 512 MiB in float32, and autodiff would keep several per model).
+
+The optional embedding term (`embedding_loss`) compares sentence embeddings
+`[B, E]` of student and teacher instead: not a relation, no masking of its
+own (the pooling already ignores padding).
 """
 
 import dataclasses
@@ -40,6 +44,7 @@ from typing import Dict, Optional, Sequence
 import tensorflow as tf
 
 MASK_MODES = ("reference", "strict")
+EMBEDDING_LOSSES = ("cosine", "mse")
 QKV_NAMES = ("query", "key", "value")
 
 # The reference's additive mask value; finite so fully padded rows stay finite.
@@ -328,3 +333,28 @@ def multi_relation_loss(student_qkv: Sequence[tf.Tensor],
       terms[f"{name}/{relation}"] = value
       total += weights[relation] * value
   return RelationLossOutput(total=total, terms=terms)
+
+
+def embedding_loss(student: tf.Tensor, teacher: tf.Tensor,
+                   kind: str) -> tf.Tensor:
+  """Distance of the student's sentence embeddings from the teacher's.
+
+  Args:
+    student, teacher: `[B, E]` (before any L2 normalisation of the head).
+    kind: "cosine": the batch mean of 1 - cos(student, teacher), blind to
+      lengths; "mse": the mean over batch and E of squared differences
+      (sentence-transformers' MSELoss), lengths included.
+  Returns:
+    scalar float32.
+  """
+  student = tf.cast(student, tf.float32)
+  teacher = tf.cast(teacher, tf.float32)
+  if kind == "cosine":
+    cosine = tf.reduce_sum(
+        tf.math.l2_normalize(student, -1, epsilon=1e-24) *
+        tf.math.l2_normalize(teacher, -1, epsilon=1e-24), -1)
+    return tf.reduce_mean(1.0 - cosine)
+  if kind == "mse":
+    return tf.reduce_mean(tf.square(student - teacher))
+  raise ValueError(f"embedding loss must be one of {EMBEDDING_LOSSES}, got "
+                   f"{kind!r}")

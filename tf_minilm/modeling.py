@@ -14,7 +14,9 @@ Three functional views share one set of weights:
   `Encoder.distillation_model(i)`
                              inputs -> Q/K/V of layer i only; the layers above it and
                              layer i's attention product and feed-forward are not
-                             in the graph, so they cost nothing.
+                             in the graph, so they cost nothing (with
+                             `sequence_output`, they are: the embedding term
+                             needs the last layer).
 """
 
 import dataclasses
@@ -522,8 +524,11 @@ class Encoder:
       return result
     return self._functional(outputs, f"{self.name}_inspection")
 
-  def distillation_model(self, layer_index: int) -> keras.Model:
-    """Q/K/V `[B, H, L, d]` of layer `layer_index` (0-based) and nothing above."""
+  def distillation_model(self, layer_index: int,
+                         sequence_output: bool = False) -> keras.Model:
+    """Q/K/V `[B, H, L, d]` of layer `layer_index` (0-based) and nothing
+    above it; with `sequence_output`, also the last layer's `[B, L, D]` (the
+    whole encoder runs)."""
     if not 0 <= layer_index < self.config.num_layers:
       raise ValueError(f"layer index {layer_index} is out of range for a "
                        f"{self.config.num_layers}-layer encoder (0.."
@@ -531,10 +536,17 @@ class Encoder:
 
     def outputs(inputs):
       hidden = self._embed(inputs)
+      mask = inputs["padding_mask"]
       for layer in self.layers[:layer_index]:
-        hidden, _ = layer(hidden, inputs["padding_mask"])
-      q, k, v = self.layers[layer_index].attention(hidden, qkv_only=True)
-      return {"query": q, "key": k, "value": v}
+        hidden, _ = layer(hidden, mask)
+      tap = self.layers[layer_index]
+      if not sequence_output:
+        q, k, v = tap.attention(hidden, qkv_only=True)
+        return {"query": q, "key": k, "value": v}
+      hidden, (q, k, v) = tap(hidden, mask)
+      for layer in self.layers[layer_index + 1:]:
+        hidden, _ = layer(hidden, mask)
+      return {"query": q, "key": k, "value": v, "sequence_output": hidden}
     return self._functional(outputs, f"{self.name}_distill_{layer_index}")
 
   @property

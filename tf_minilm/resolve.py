@@ -20,6 +20,7 @@ from tf_minilm import losses
 from tf_minilm import modeling
 from tf_minilm import resume
 from tf_minilm import selection
+from tf_minilm import sentence_embedding
 from tf_minilm import tokenization
 
 ConfigError = config_lib.ConfigError
@@ -31,13 +32,16 @@ class Resolved:
   tokenizer_settings: the teacher's tokenizer (tokenization.read_tokenizer);
   shards and eval_shards: input files; student_teacher_ids: with a trimmed
   student vocabulary, the teacher id of each student id (student_vocab.py;
-  set by the distiller, which counts the corpus)."""
+  set by the distiller, which counts the corpus); teacher_head: with
+  --embedding_weight, how the teacher turns its last hidden states into a
+  sentence embedding."""
   teacher: modeling.EncoderConfig
   student: modeling.EncoderConfig
   tokenizer_settings: object
   shards: List[str]
   eval_shards: Optional[List[str]]
   student_teacher_ids: Optional[List[int]] = None
+  teacher_head: Optional[sentence_embedding.SentenceHead] = None
 
   def tokenizer(self):
     return self.tokenizer_settings.tokenizer()
@@ -74,6 +78,30 @@ def student_encoder_config(config: config_lib.DistillConfig,
       teacher.vocab_size if vocab_size is None else vocab_size,
       hidden_dropout=config.dropout, attention_dropout=config.dropout,
       pad_token_id=teacher.pad_token_id, **overrides)
+
+
+def teacher_sentence_head(config: config_lib.DistillConfig,
+                          teacher: modeling.EncoderConfig
+                          ) -> sentence_embedding.SentenceHead:
+  """The teacher's sentence-embedding head for the embedding term: from its
+  sentence-transformers files, else --embedding_pooling."""
+  path = config.teacher_model_name_or_path
+  try:
+    head = sentence_embedding.read_head(path, teacher.hidden_size)
+  except sentence_embedding.HeadError as e:
+    raise ConfigError("teacher_model_name_or_path", path, str(e)) from None
+  pooling = config.embedding_pooling
+  if head is None:
+    _check(pooling != "auto", "embedding_pooling", pooling,
+           f"the teacher {path} has no sentence-transformers files "
+           f"({sentence_embedding.MODULES_FILE}, 1_Pooling/config.json) to "
+           "say how it pools; give the pooling it was trained with, one of "
+           f"{list(sentence_embedding.POOLING_MODES)}")
+    return sentence_embedding.SentenceHead(pooling)
+  _check(pooling in ("auto", head.pooling), "embedding_pooling", pooling,
+         f"the teacher's sentence-transformers files ({path}) pool by "
+         f"{head.pooling}; leave --embedding_pooling=auto")
+  return head
 
 
 def _check(condition: bool, flag: str, value, message: str) -> None:
@@ -175,7 +203,10 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
         shards[flag] = data.list_shards(getattr(c, flag))
       except data.DataError as e:
         raise ConfigError(flag, getattr(c, flag), str(e)) from None
+  teacher_head = (teacher_sentence_head(c, teacher) if c.embedding_weight
+                  else None)
   check_resume(c)
   return Resolved(teacher=teacher, student=student,
                   tokenizer_settings=settings, shards=shards["input_dir"],
-                  eval_shards=shards.get("eval_input_dir"))
+                  eval_shards=shards.get("eval_input_dir"),
+                  teacher_head=teacher_head)

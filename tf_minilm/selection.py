@@ -29,6 +29,9 @@ What is selected (every index list is increasing, so order is kept):
              tokens from pad_token_id + 1, a student (BERT-style, as every
              student is) from 0.
   token types  the teacher's rows (the student takes its type_vocab_size).
+  projection the embedding term's projection to the teacher's embedding: the
+             teacher's Dense module (the identity where it has none) with
+             its input columns at the selected hidden indices.
 No rescaling is applied (as in the paper): a narrowed head's scores are
 scaled by 1/sqrt(d_s) over d_s of the teacher's d_t products.
 
@@ -36,11 +39,12 @@ The student's activation is its own (`--model_type`): `roberta` keeps the
 teacher's GELU, `ppminilm` is ReLU over GELU-trained weights.
 """
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tf_minilm import modeling
+from tf_minilm import sentence_embedding
 
 STRATEGIES = ("none", "first", "uniform")
 
@@ -175,3 +179,19 @@ def select_tensors(tensors: Dict[str, np.ndarray],
       selected[f"encoder.layer.{i}.{suffix}"] = take(
           tensors[f"encoder.layer.{source}.{suffix}"], axes)
   return selected
+
+
+def select_projection(head: sentence_embedding.SentenceHead,
+                      teacher: modeling.EncoderConfig,
+                      student: modeling.EncoderConfig
+                      ) -> Tuple[np.ndarray, np.ndarray]:
+  """The initial `[E, D_s]` weight and `[E]` bias of a selected student's
+  embedding projection: at the start the student's embedding is the
+  teacher's head applied to the selected hidden elements (the others zero)."""
+  hidden = evenly_spaced(teacher.hidden_size, student.hidden_size)
+  if head.dense is None:
+    weight = np.eye(teacher.hidden_size, dtype=np.float32)
+    bias = np.zeros(teacher.hidden_size, np.float32)
+  else:
+    weight, bias = head.dense.weight, head.dense.bias
+  return np.ascontiguousarray(np.take(weight, hidden, axis=1)), bias.copy()
