@@ -363,6 +363,11 @@ class DistillEndToEndTest(DistillTestBase):
                                       "the teacher's 99 tokens"),
         (dict(student_vocab_size=50, student_init=self.teacher),
          "--student_vocab_size=50: trims a student initialised at random"),
+        (dict(embedding_weight=1.0), "--embedding_pooling=auto: the teacher "
+         f"{self.teacher} has no sentence-transformers files"),
+        (dict(embedding_loss="mse"), "--embedding_loss=mse: applies only with "
+                                     "--embedding_weight > 0"),
+        (dict(embedding_weight=-1.0), "--embedding_weight=-1.0: must be >= 0"),
     ]
     if not tf.config.list_physical_devices("GPU"):
       cases.append((dict(device="gpu"), "--device=gpu: no GPU is visible to "
@@ -749,6 +754,82 @@ class SelectedStudentTest(DistillTestBase):
                   "teacher in attention heads 6 > the teacher's 3",
                   proc.stderr)
     self.assertFalse(os.path.exists(out))
+
+
+class EmbeddingStudentTest(DistillTestBase):
+
+  def test_an_embedding_student_resumes_exports_and_embeds_as_st_reads_it(
+      self):
+    # A sentence-transformers teacher (mean pooling, a tanh Dense 24 -> 11,
+    # Normalize) and a selected student of hidden 15: its projection 15 -> 11
+    # starts from the teacher's Dense and is trained, checkpointed, exported.
+    import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import
+    from sentence_transformers import SentenceTransformer  # pylint: disable=g-import-not-at-top
+    from tf_minilm import selection  # pylint: disable=g-import-not-at-top
+    from tf_minilm import sentence_embedding  # pylint: disable=g-import-not-at-top
+    teacher = os.path.join(self.root, "st_teacher")
+    shutil.copytree(self.teacher, teacher)
+    rng = np.random.default_rng(3)
+    head = sentence_embedding.SentenceHead("mean", sentence_embedding.Dense(
+        rng.normal(size=(11, 24)).astype(np.float32) * 0.3,
+        rng.normal(size=11).astype(np.float32), "tanh"), True)
+    sentence_embedding.write_head(head, teacher, 24, 40)
+    common = dict(teacher_model_name_or_path=teacher, embedding_weight=1.0,
+                  student_selection="uniform", input_dir=self.long_shards,
+                  max_steps=4, save_steps=4, dropout=0.0, padding="bucket",
+                  max_seq_length=32, logging_steps=1)
+    one = os.path.join(self.root, "embedding_one")
+    two = os.path.join(self.root, "embedding_two")
+    proc = self.distill(self.flags(one, batch_size=6, **common))
+    self.assertIn("embedding/cosine", proc.stdout)
+    self.distill(self.flags(two, batch_size=3, cpu_replicas=2,
+                            exit_after_steps=2, **common), expect_rc=75)
+    self.distill(self.flags(two, batch_size=3, cpu_replicas=2, **common))
+    got, resumed = self.student_weights(one, 4), self.student_weights(two, 4)
+    # Every layer takes gradients through the mean pooling: float32 sums in
+    # another order differ by up to 2e-6 after 4 steps.
+    for name, value in resumed.items():
+      self.assertAllClose(value, got[name], atol=1e-5, rtol=0, msg=name)
+    heads = [sentence_embedding.read_head(
+        os.path.join(run, "model_4", "hf"), 15) for run in (one, two)]
+    self.assertEqual((heads[0].pooling, heads[0].normalize), ("mean", True))
+    self.assertEqual(heads[0].dense.activation, "tanh")
+    self.assertAllClose(heads[1].dense.weight, heads[0].dense.weight,
+                        atol=1e-5, rtol=0)
+    selected_weight, _ = selection.select_projection(
+        head, convert.read_hf_config(teacher)[0],
+        convert.read_hf_config(os.path.join(one, "model_4", "hf"))[0])
+    self.assertNotAllClose(heads[0].dense.weight, selected_weight)
+
+    # The term reaches the tap layer's attention output and FFN; the pooler
+    # stays as selected.
+    teacher_encoder = convert.load_encoder(self.teacher, with_pooler=None)
+    student = convert.read_hf_config(os.path.join(one, "model_4", "hf"))[0]
+    selected = selection.select_tensors(
+        convert.encoder_tensors(teacher_encoder), teacher_encoder.config,
+        student, "uniform")
+    for name in ("encoder.layer.1.output.dense.weight",
+                 "encoder.layer.1.attention.output.dense.weight"):
+      self.assertNotAllClose(got[name], selected[name], msg=name)
+    self.assertAllEqual(got["pooler.dense.weight"],
+                        selected["pooler.dense.weight"])
+
+    # bin/export of the run directory: its sentence_embedding output is what
+    # sentence-transformers computes from the exported directory.
+    export_dir = os.path.join(self.root, "embedding_export")
+    subprocess.run([sys.executable, os.path.join(REPO, "bin", "export"),
+                    f"--source={two}", f"--output_dir={export_dir}"],
+                   check=True, capture_output=True)
+    with open(os.path.join(export_dir, "export_info.json")) as f:
+      self.assertIn("sentence_embedding", json.load(f)["outputs"])
+    texts = ["这个酒店很好", "服务 一般", "hello world " * 20]
+    served = tf.saved_model.load(os.path.join(export_dir, "saved_model"))
+    ours = served.signatures["serving_default"](
+        text=tf.constant(texts))["sentence_embedding"].numpy()
+    for hf_dir in (os.path.join(export_dir, "hf"),
+                   os.path.join(two, "model_4", "hf")):
+      theirs = SentenceTransformer(hf_dir, device="cpu").encode(texts)
+      self.assertAllClose(ours, theirs, atol=1e-5, rtol=0)
 
 
 class DistillEquivalenceTest(DistillTestBase):

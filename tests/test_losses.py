@@ -259,3 +259,25 @@ class MultiRelationLossTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class EmbeddingLossTest(tf.test.TestCase):
+
+  def test_cosine_and_mse_match_numpy(self):
+    rng = np.random.default_rng(5)
+    student = rng.normal(size=(3, 11)).astype(np.float32)
+    teacher = rng.normal(size=(3, 11)).astype(np.float32) * 4.0
+    cosine = (student * teacher).sum(1) / (
+        np.linalg.norm(student, axis=1) * np.linalg.norm(teacher, axis=1))
+    self.assertAllClose(losses.embedding_loss(student, teacher, "cosine"),
+                        np.mean(1.0 - cosine), rtol=1e-6)
+    self.assertAllClose(losses.embedding_loss(student, teacher, "mse"),
+                        np.mean((student - teacher) ** 2), rtol=1e-6)
+    # Cosine ignores lengths, MSE does not.
+    self.assertAllClose(
+        losses.embedding_loss(student * 3.0, teacher, "cosine"),
+        losses.embedding_loss(student, teacher, "cosine"), rtol=1e-6)
+    self.assertAllClose(losses.embedding_loss(teacher, teacher, "cosine"), 0.0,
+                        atol=1e-6)
+    with self.assertRaisesRegex(ValueError, "one of .'cosine', 'mse'.*'l1'"):
+      losses.embedding_loss(student, teacher, "l1")

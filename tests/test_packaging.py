@@ -13,6 +13,7 @@ from tf_minilm import config as config_lib
 from tf_minilm import data
 from tf_minilm import losses
 from tf_minilm import selection
+from tf_minilm import sentence_embedding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Imported lazily, only for what needs them: pytorch_model.bin teachers
@@ -95,6 +96,9 @@ class PackagingTest(tf.test.TestCase):
     self.assertEqual(choices["batching"], data.BATCHING_MODES)
     self.assertEqual(choices["relation_mask"], losses.MASK_MODES)
     self.assertEqual(choices["student_selection"], selection.STRATEGIES)
+    self.assertEqual(choices["embedding_loss"], losses.EMBEDDING_LOSSES)
+    self.assertEqual(choices["embedding_pooling"],
+                     ("auto",) + sentence_embedding.POOLING_MODES)
 
   def test_console_scripts_are_installed_and_start_quietly(self):
     bin_dir = os.path.dirname(sys.executable)

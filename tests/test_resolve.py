@@ -103,3 +103,24 @@ class ResolveTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+  def test_the_embedding_terms_pooling_comes_from_the_teachers_files(self):
+    from tf_minilm import sentence_embedding  # pylint: disable=g-import-not-at-top
+    import shutil  # pylint: disable=g-import-not-at-top
+    teacher = os.path.join(self.root, "st_teacher")
+    shutil.copytree(self.bert, teacher)
+    sentence_embedding.write_head(
+        sentence_embedding.SentenceHead("cls", normalize=True), teacher, 24,
+        16)
+    head = resolve.resolve(self.config(
+        teacher_model_name_or_path=teacher, embedding_weight=0.5)).teacher_head
+    self.assertEqual((head.pooling, head.dense, head.normalize),
+                     ("cls", None, True))
+    self.refused("--embedding_pooling=mean: the teacher's sentence-"
+                 "transformers files .* pool by cls; leave "
+                 "--embedding_pooling=auto", teacher_model_name_or_path=teacher,
+                 embedding_weight=0.5, embedding_pooling="mean")
+    plain = resolve.resolve(self.config(embedding_weight=0.5,
+                                        embedding_pooling="max"))
+    self.assertEqual(plain.teacher_head.pooling, "max")
+    self.assertIsNone(resolve.resolve(self.config()).teacher_head)

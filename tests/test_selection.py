@@ -185,3 +185,23 @@ class SelectedStudentTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class ProjectionSelectionTest(tf.test.TestCase):
+
+  def test_the_teachers_dense_or_identity_at_the_selected_columns(self):
+    from tf_minilm import sentence_embedding  # pylint: disable=g-import-not-at-top
+    teacher = modeling.EncoderConfig(vocab_size=9, hidden_size=6, num_layers=2,
+                                     num_heads=2, intermediate_size=8)
+    student = teacher.replace(hidden_size=4)  # hidden elements 0, 2, 3, 5
+    weight, bias = selection.select_projection(
+        sentence_embedding.SentenceHead("mean"), teacher, student)
+    self.assertAllEqual(weight, np.eye(6)[:, [0, 2, 3, 5]])
+    self.assertAllEqual(bias, np.zeros(6))
+    dense = sentence_embedding.Dense(
+        np.arange(30, dtype=np.float32).reshape(5, 6),
+        np.arange(5, dtype=np.float32), "tanh")
+    weight, bias = selection.select_projection(
+        sentence_embedding.SentenceHead("cls", dense), teacher, student)
+    self.assertAllEqual(weight, dense.weight[:, [0, 2, 3, 5]])
+    self.assertAllEqual(bias, dense.bias)
