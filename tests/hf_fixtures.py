@@ -1,8 +1,12 @@
-"""Tiny HuggingFace checkpoints made in the test, with odd sizes so shape bugs show."""
+"""Tiny HuggingFace checkpoints made in the test, with odd sizes so shape bugs
+show, and the test case that holds one."""
 
 import os
+import shutil
+import tempfile
 
 import numpy as np
+import tensorflow as tf
 
 TINY_BERT = dict(vocab_size=99, hidden_size=24, num_hidden_layers=3,
                  num_attention_heads=3, intermediate_size=37,
@@ -46,6 +50,26 @@ def make_hf_model(directory, model_type="bert", seed=0, save_bin=False, **overri
   with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
     f.write("\n".join(tiny_vocab(values["vocab_size"])) + "\n")
   return model
+
+
+class TinyModelTestCase(tf.test.TestCase):
+  """Tests sharing one temporary root (`cls.root`, removed after the class's
+  tests) and one tiny random HF BERT in it (`cls.model_dir`; the PyTorch
+  model is `cls.hf_model`): TINY_BERT, with the class's TINY_MODEL
+  overrides."""
+  TINY_MODEL = {}
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = tempfile.mkdtemp(prefix=f"{cls.__name__}_")
+    cls.model_dir = os.path.join(cls.root, "model")
+    cls.hf_model = make_hf_model(cls.model_dir, **cls.TINY_MODEL)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root, ignore_errors=True)
+    super().tearDownClass()
 
 
 def edit_json(path, **values):
@@ -134,7 +158,6 @@ def xlmr_tokenizer_json():
 def xlmr_teacher_dir(directory, model_type="xlm-roberta", **overrides):
   """A tiny random XLM-R-architecture teacher with the real XLM-R tokenizer
   (tokenizer.json only, pad id 1): 250,002 ids, hidden 24."""
-  import shutil  # pylint: disable=g-import-not-at-top
   model = make_hf_model(directory, model_type=model_type,
                         vocab_size=250002, **overrides)
   os.remove(os.path.join(directory, "vocab.txt"))

@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import tempfile
 
 import tensorflow as tf
 
@@ -62,16 +61,12 @@ def _archive(path, sentences=40, reviews=12, bad_label=False):
   return path
 
 
-class QualityBenchmarkTest(tf.test.TestCase):
+class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = tempfile.mkdtemp(prefix="quality_test_")
-    cls.teacher = os.path.join(cls.root, "teacher")
-    hf_fixtures.make_hf_model(cls.teacher, num_hidden_layers=3,
-                              hidden_size=24, num_attention_heads=3,
-                              intermediate_size=37)
+    cls.teacher = cls.model_dir
 
   def quality(self, flags, expect_rc=0):
     proc = subprocess.run([sys.executable, QUALITY] + flags,

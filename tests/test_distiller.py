@@ -37,16 +37,12 @@ def _write_shards(directory, lines, num_shards=4):
       f.write("\n".join(lines[i::num_shards]) + "\n")
 
 
-class DistillTestBase(tf.test.TestCase):
+class DistillTestBase(hf_fixtures.TinyModelTestCase):
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    import tempfile  # pylint: disable=g-import-not-at-top
-    cls.root = tempfile.mkdtemp(prefix="distill_test_")
-    cls.teacher = os.path.join(cls.root, "teacher")
-    hf_fixtures.make_hf_model(cls.teacher, num_hidden_layers=3, hidden_size=24,
-                              num_attention_heads=3, intermediate_size=37)
+    cls.teacher = cls.model_dir
     lines = _corpus_lines()
     cls.shards = os.path.join(cls.root, "shards")
     _write_shards(cls.shards, lines[:400])

@@ -215,17 +215,14 @@ class ClueReaderTest(tf.test.TestCase):
                                                   predictions[:3] % 2, 2))
 
 
-class FinetuneInputChecksTest(tf.test.TestCase):
+class FinetuneInputChecksTest(hf_fixtures.TinyModelTestCase):
   """What `finetune.run` refuses before it trains or writes anything."""
+  TINY_MODEL = dict(num_hidden_layers=1)
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    import tempfile  # pylint: disable=g-import-not-at-top
-    cls.root = tempfile.mkdtemp(prefix="finetune_checks_")
-    cls.model = os.path.join(cls.root, "model")
-    hf_fixtures.make_hf_model(cls.model, num_hidden_layers=1, hidden_size=24,
-                              num_attention_heads=3, intermediate_size=37)
+    cls.model = cls.model_dir
     cls.train = _write_lines(os.path.join(cls.root, "data", "train.jsonl"),
                              _marker_examples(20, 1))
     cls.dev = _write_lines(os.path.join(cls.root, "data", "dev.jsonl"),
@@ -315,16 +312,13 @@ class FinetuneInputChecksTest(tf.test.TestCase):
                   "usable label (null)", dev_file=bad_dev)
 
 
-class FinetuneEndToEndTest(tf.test.TestCase):
+class FinetuneEndToEndTest(hf_fixtures.TinyModelTestCase):
+  TINY_MODEL = dict(num_hidden_layers=2)
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    import tempfile  # pylint: disable=g-import-not-at-top
-    cls.root = tempfile.mkdtemp(prefix="finetune_test_")
-    cls.model = os.path.join(cls.root, "model")
-    hf_fixtures.make_hf_model(cls.model, num_hidden_layers=2, hidden_size=24,
-                              num_attention_heads=3, intermediate_size=37)
+    cls.model = cls.model_dir
 
   def finetune(self, flags, expect_rc=0):
     proc = subprocess.run([sys.executable, FINETUNE] + flags,

@@ -2,7 +2,6 @@
 it refuses (in process: resolve starts no TensorFlow op and writes nothing)."""
 
 import os
-import tempfile
 
 import tensorflow as tf
 
@@ -11,14 +10,12 @@ from tf_minilm import config as config_lib
 from tf_minilm import resolve
 
 
-class ResolveTest(tf.test.TestCase):
+class ResolveTest(hf_fixtures.TinyModelTestCase):
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = tempfile.mkdtemp(prefix="resolve_test_")
-    cls.bert = os.path.join(cls.root, "bert")
-    hf_fixtures.make_hf_model(cls.bert)
+    cls.bert = cls.model_dir
     cls.xlmr = os.path.join(cls.root, "xlmr")
     hf_fixtures.xlmr_teacher_dir(cls.xlmr)
     cls.shards = os.path.join(cls.root, "shards")

@@ -49,15 +49,12 @@ class IndexRuleTest(tf.test.TestCase):
       selection.evenly_spaced(5, 7)
 
 
-class SelectedStudentTest(tf.test.TestCase):
+class SelectedStudentTest(hf_fixtures.TinyModelTestCase):
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    import tempfile  # pylint: disable=g-import-not-at-top
-    cls.root = tempfile.mkdtemp(prefix="selection_test_")
-    cls.bert_dir = os.path.join(cls.root, "bert")
-    cls.bert = hf_fixtures.make_hf_model(cls.bert_dir)
+    cls.bert_dir, cls.bert = cls.model_dir, cls.hf_model
     cls.bert_config = convert.read_encoder_config(cls.bert_dir)
 
   def test_the_teachers_own_shape_reproduces_the_teacher(self):

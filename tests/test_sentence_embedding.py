@@ -4,7 +4,6 @@ sentence-transformers computes them."""
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -27,19 +26,7 @@ def _dense(seed, out_features=11, in_features=24, activation="tanh"):
       rng.normal(size=out_features).astype(np.float32), activation)
 
 
-class SentenceHeadTest(tf.test.TestCase):
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.root = tempfile.mkdtemp(prefix="sentence_head_test_")
-    cls.model_dir = os.path.join(cls.root, "model")
-    hf_fixtures.make_hf_model(cls.model_dir)
-
-  @classmethod
-  def tearDownClass(cls):
-    shutil.rmtree(cls.root, ignore_errors=True)
-    super().tearDownClass()
+class SentenceHeadTest(hf_fixtures.TinyModelTestCase):
 
   def copy_with_head(self, name, head):
     directory = os.path.join(self.root, name)
