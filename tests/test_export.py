@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -213,6 +214,33 @@ class ExportTest(tf.test.TestCase):
           "input_mask": ["int32", [None, None]]})
     self.assertIn("FastWordpieceTokenizeWithOffsets", self.info["custom_ops"])
     self.assertEqual(self.info["tensorflow_text_version"], "2.21.1")
+
+  def test_a_sentence_transformers_model_serves_its_embedding(self):
+    # A HF directory with a sentence-transformers head (cls pooling, a tanh
+    # Dense 24 -> 11, Normalize): the export adds `sentence_embedding` to
+    # every signature and keeps the head in hf/.
+    from sentence_transformers import SentenceTransformer  # pylint: disable=g-import-not-at-top
+    from tf_minilm import sentence_embedding  # pylint: disable=g-import-not-at-top
+    root = self.get_temp_dir()
+    source = os.path.join(root, "st_model")
+    shutil.copytree(self.teacher_dir, source)
+    rng = np.random.default_rng(1)
+    sentence_embedding.write_head(sentence_embedding.SentenceHead(
+        "cls", sentence_embedding.Dense(
+            rng.normal(size=(11, 24)).astype(np.float32),
+            rng.normal(size=11).astype(np.float32), "tanh"), True),
+                                  source, 24, 16)
+    out = os.path.join(root, "st_exported")
+    info = export.export(source, out, max_seq_length=16)
+    self.assertEqual(info["outputs"][-1], "sentence_embedding")
+    self.assertEqual(info["sentence_embedding"], {
+        "pooling": "cls", "dense": "24->11 tanh", "normalize": "true"})
+    served = tf.saved_model.load(os.path.join(out, "saved_model"))
+    ours = served.signatures["serving_default"](
+        text=tf.constant(TEXTS))["sentence_embedding"]
+    theirs = SentenceTransformer(os.path.join(out, "hf"),
+                                 device="cpu").encode(TEXTS)
+    self.assertAllClose(ours, theirs, atol=1e-5, rtol=0)
 
   def test_hf_copy_loads_in_transformers(self):
     import torch  # pylint: disable=g-import-not-at-top
