@@ -10,13 +10,14 @@ never touches one that is still writing.
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 import shutil
 import socket
 import stat
 import tempfile
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Type
 
 _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
 LOCK_FILE = ".lock"
@@ -241,3 +242,13 @@ def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)
   return mask
+
+
+def read_json(path: str, error_type: Type[Exception] = ValueError):
+  """The JSON value of `path`; a file that cannot be read or parsed raises
+  `error_type` naming it."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise error_type(f"{path}: not readable JSON ({e})") from None

@@ -28,6 +28,7 @@ import safetensors.numpy
 import tensorflow as tf
 
 from tf_minilm import convert
+from tf_minilm import io_utils
 from tf_minilm import modeling
 
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len_tokens")
@@ -81,11 +82,7 @@ class SentenceHead:
 
 
 def _read_json(path: str):
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except (OSError, ValueError) as e:
-    raise HeadError(f"{path}: not readable JSON ({e})") from None
+  return io_utils.read_json(path, HeadError)
 
 
 def _module_kind(entry, path: str) -> str:

@@ -2,9 +2,9 @@
 their files share: the error type, JSON reading, the UTF-8 clean and the
 reference's character cut."""
 
-import json
-
 import tensorflow as tf
+
+from tf_minilm import io_utils
 
 
 class TokenizerError(ValueError):
@@ -12,11 +12,7 @@ class TokenizerError(ValueError):
 
 
 def read_json(path: str):
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except (OSError, ValueError) as e:
-    raise TokenizerError(f"{path}: not readable JSON ({e})") from None
+  return io_utils.read_json(path, TokenizerError)
 
 
 def clean_utf8(text: tf.Tensor) -> tf.Tensor:
