@@ -169,11 +169,12 @@ DISTILLED = {
     # The embedding term's weight was fixed at 1 before any result was seen.
     "sample_sample_embedding": (
         "distilled, sample-sample + embedding term (cosine)",
-        ["--alpha=0", "--beta=1", "--embedding_weight=1"]),
+        ["--alpha=0", "--beta=1", "--embedding_weight=1",
+         "--embedding_loss=cosine"]),
     "selected_sample_sample_embedding": (
         "selected (uniform), distilled, sample-sample + embedding term "
         "(cosine)", ["--alpha=0", "--beta=1", "--student_selection=uniform",
-                     "--embedding_weight=1"]),
+                     "--embedding_weight=1", "--embedding_loss=cosine"]),
 }
 # name -> (table label, --student_selection): students selected from the
 # teacher and fine-tuned without distillation.
