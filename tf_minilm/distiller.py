@@ -118,16 +118,11 @@ def build_models(config: config_lib.DistillConfig,
 
 
 def initial_projection(config: config_lib.DistillConfig,
-                       resolved: resolve_lib.Resolved
+                       resolved: resolve_lib.Resolved, width: int
                        ) -> Optional[sentence_embedding.Dense]:
-  """Where the embedding term needs a projection: its starting weights, from
+  """The starting weights of the embedding term's projection to `width`:
   the --student_init export's own head, or selected from the teacher's head
-  (--student_selection); None: random (or no projection)."""
-  width = sentence_embedding.projection_width(
-      resolved.teacher_head, resolved.teacher.hidden_size,
-      resolved.student.hidden_size)
-  if width is None:
-    return None
+  (--student_selection); None: random."""
   if config.student_init:
     try:
       head = sentence_embedding.read_head(config.student_init,
@@ -182,7 +177,7 @@ class DistillationTask:
       if projection_width:
         self.projection = sentence_embedding.build_projection(
             projection_width, resolved.student,
-            initial_projection(config, resolved))
+            initial_projection(config, resolved, projection_width))
       if config.embedding_weight:
         # The embedding term reaches every layer (the pooler excepted, which
         # the student view does not hold).
