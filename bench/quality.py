@@ -77,7 +77,15 @@ against sentence-transformers).
 Everything is kept in --work_dir; a rerun reuses finished distillations and
 fine-tunings (and resumes an interrupted distillation), so it can be stopped
 and continued. Writes <work_dir>/quality.md (table), quality.png (plot) and
-results.json.
+results.json (quality_dev.md, ... with --split=dev).
+
+--split=dev decides settings without looking at the test split: fine-tuning
+on 80% of the training split, scoring on the other 20% (cut once, stratified,
+fixed seed); the distillations do not depend on the split, so one work
+directory holds both and a row's test figures reuse its distillation.
+--student_model_type=roberta makes every student GELU (the recipe's
+`ppminilm` is ReLU), --distill_learning_rate and --distill_seed the
+distillation's learning rate and seed: one work directory per setting.
 """
 
 import argparse
@@ -137,6 +145,8 @@ UNLABELLED_MEMBER = "test/corpora/polarity-en-pang&lee1.csv"
 LABELS = {"1": "positive", "-1": "negative"}
 SPLIT_SEED = 20261129
 TEST_SHARE = 0.2
+SPLITS = ("test", "dev")
+DEV_SHARE = 0.2
 
 # name -> (table label, bin/distill flags); None: not distilled.
 DISTILLED = {
@@ -246,6 +256,16 @@ def define_flags(parser):
   parser.add_argument("--finetune_batch_size", type=int, default=32)
   parser.add_argument("--finetune_learning_rate", type=float, default=1e-4)
   parser.add_argument("--max_seq_length", type=int, default=64)
+  parser.add_argument("--split", choices=SPLITS, default="test",
+                      help="test: fine-tune on the training split, score on "
+                      "the test split (the reported figures); dev: fine-tune "
+                      f"on {100 - round(100 * DEV_SHARE)}% of the training "
+                      f"split and score on the other {round(100 * DEV_SHARE)}%"
+                      " (stratified, fixed seed), the split every setting is "
+                      "decided on; the test split is never read")
+  parser.add_argument("--student_model_type", default="ppminilm",
+                      help="bin/distill --model_type of every student "
+                      "(ppminilm: the recipe's ReLU; roberta: GELU)")
 
 
 def parse_list(text, kind, allowed=None, flag=""):
@@ -332,6 +352,29 @@ def split_labelled(rows, data_dir):
     write_jsonl(train_path, train)
     write_jsonl(test_path, test)
   return train_path, test_path
+
+
+def carve_dev(data, data_dir):
+  """(train, dev) JSON lines: the training split cut once, stratified, with a
+  fixed seed, DEV_SHARE of each label held out; the test split is not read."""
+  train_path = os.path.join(data_dir, "dev_split", "train.jsonl")
+  dev_path = os.path.join(data_dir, "dev_split", "dev.jsonl")
+  if not (os.path.isfile(train_path) and os.path.isfile(dev_path)):
+    examples = read_jsonl(data[0])
+    rng = random.Random(SPLIT_SEED + 1)
+    train, dev = [], []
+    for label in sorted({e["label"] for e in examples}):
+      texts = [e["text"] for e in examples if e["label"] == label]
+      rng.shuffle(texts)
+      cut = round(len(texts) * (1 - DEV_SHARE))
+      train += [(t, label) for t in texts[:cut]]
+      dev += [(t, label) for t in texts[cut:]]
+    rng.shuffle(train)
+    rng.shuffle(dev)
+    os.makedirs(os.path.dirname(train_path), exist_ok=True)
+    write_jsonl(train_path, train)
+    write_jsonl(dev_path, dev)
+  return train_path, dev_path
 
 
 def prepare_unlabelled(rows, labelled, work_dir):
@@ -504,7 +547,8 @@ def student_flags(args, teacher, shards, output_dir):
   budget), without the relation and initialisation of a row."""
   layers, hidden, heads, intermediate = teacher_shape(teacher)
   return [f"--teacher_model_name_or_path={teacher}", f"--input_dir={shards}",
-          f"--output_dir={output_dir}", "--model_type=ppminilm",
+          f"--output_dir={output_dir}",
+          f"--model_type={args.student_model_type}",
           f"--num_layers={args.student_layers}",
           f"--student_hidden_size={args.student_hidden_size or hidden}",
           f"--student_num_heads={args.student_num_heads or heads}",
@@ -530,6 +574,9 @@ def distill(name, args, teacher, shards, work_dir):
   flags = student_flags(args, teacher, shards, out) + DISTILLED[name][1]
   if name == "sample_sample_trimmed":
     flags.append(f"--student_vocab_size={args.trimmed_vocab_size}")
+  if "--embedding_weight=1" in flags and args.track == "chinese":
+    # m3e-small ships no sentence-transformers files; its card pools by mean.
+    flags.append("--embedding_pooling=mean")
 
   def compute():
     print(f"distilling {name} ({args.distill_steps} steps)", flush=True)
@@ -563,11 +610,16 @@ def truncated_teacher(args, teacher, work_dir):
   return out
 
 
+def finetune_dir(args):
+  """Fine-tunings of the two splits are kept apart in one work directory."""
+  return "finetune" if args.split == "test" else "finetune_dev"
+
+
 def finetune(name, source, seed, args, data, work_dir, clue_dir=None):
   """bin/finetune of one model with one seed (on the CLUE-format copy in
   `clue_dir` if given); returns its record."""
   train_path, test_path = data
-  out = os.path.join(work_dir, "finetune", name, f"seed{seed}")
+  out = os.path.join(work_dir, finetune_dir(args), name, f"seed{seed}")
   data_flags = ([f"--task={CLUE_TASK}", f"--data_dir={clue_dir}"] if clue_dir
                 else [f"--train_file={train_path}", f"--dev_file={test_path}"])
   flags = [f"--model_name_or_path={source}", f"--output_dir={out}",
@@ -680,7 +732,7 @@ def finetune_transformers(name, teacher, seed, args, data, work_dir,
                       transformers.__version__, "seed": seed},
             "accuracy_per_epoch": accuracies}
 
-  out = os.path.join(work_dir, "finetune", name, f"seed{seed}")
+  out = os.path.join(work_dir, finetune_dir(args), name, f"seed{seed}")
   return recorded(out + ".json", compute)
 
 
@@ -780,7 +832,10 @@ def table(rows, args):
       f"fine-tuning {args.finetune_epochs} epochs, batch "
       f"{args.finetune_batch_size}, learning rate "
       f"{args.finetune_learning_rate:g}, max length {args.max_seq_length}; "
-      "accuracy after the last epoch on the fixed 20% test split.")
+      "accuracy after the last epoch on the "
+      + ("fixed 20% test split." if args.split == "test" else
+         f"dev split ({round(100 * DEV_SHARE)}% of the training split; "
+         "the test split unread)."))
   if with_sts:
     lines.append("")
     lines.append(
@@ -871,6 +926,12 @@ def run(args):
         parse_list(args.chinese_per_class, int, flag="--chinese_per_class"))
     unlabelled = lambda: chinese_unlabelled(work_dir)
 
+  if args.split == "dev":
+    if "teacher_clue" in students:
+      raise BenchmarkError("--students: 'teacher_clue' reads the test split; "
+                           "it has no --split=dev")
+    data = carve_dev(data, os.path.join(work_dir, "data"))
+
   sources, results = {}, {name: {"runs": []} for name in students}
   sources["teacher"] = sources["teacher_clue"] = teacher
   at_teacher_width = args.student_hidden_size in (0, teacher_shape(teacher)[1])
@@ -902,7 +963,7 @@ def run(args):
     # The untrained twin: a distilled or selected student's architecture.
     sources["random"] = sources[(distilled + selected)[0]]
     random_hf_config = os.path.join(sources["random"], "hf", "config.json")
-  if args.track == "english":
+  if args.track == "english" and args.split == "test":
     for name in students:
       if name not in NO_STS:
         results[name]["sts"] = stsb(name, sources[name], work_dir)
@@ -919,20 +980,22 @@ def run(args):
   rows = summarise(results, args.student_layers,
                    teacher_shape(teacher)[0])
   markdown = table(rows, args)
-  with io_utils.atomic_file(os.path.join(work_dir, "quality.md"),
+  suffix = "" if args.split == "test" else "_dev"
+  with io_utils.atomic_file(os.path.join(work_dir, f"quality{suffix}.md"),
                             encoding="utf-8") as f:
     f.write(markdown)
-  plot(rows, os.path.join(work_dir, "quality.png"),
+  plot(rows, os.path.join(work_dir, f"quality{suffix}.png"),
        "polarity sentences" if args.track == "english" else
        "Chinese review sentiment")
-  with io_utils.atomic_file(os.path.join(work_dir, "results.json"),
+  with io_utils.atomic_file(os.path.join(work_dir, f"results{suffix}.json"),
                             encoding="utf-8") as f:
     json.dump({"args": vars(args), "archive_sha256": archive_digest,
                "split": {name: sha256(path) for name, path in
-                         zip(("train", "test"), data)},
+                         zip(("train", args.split), data)},
                "rows": rows, "results": results}, f, indent=2)
   print(markdown)
-  print(f"written: {work_dir}/quality.md, quality.png, results.json")
+  print(f"written: {work_dir}/quality{suffix}.md, quality{suffix}.png, "
+        f"results{suffix}.json")
   return rows
 
 
