@@ -259,8 +259,8 @@ def define_flags(parser):
   parser.add_argument("--split", choices=SPLITS, default="test",
                       help="test: fine-tune on the training split, score on "
                       "the test split (the reported figures); dev: fine-tune "
-                      f"on {100 - round(100 * DEV_SHARE)}% of the training "
-                      f"split and score on the other {round(100 * DEV_SHARE)}%"
+                      f"on {100 - round(100 * DEV_SHARE)}%% of the training "
+                      f"split and score on the other {round(100 * DEV_SHARE)}%%"
                       " (stratified, fixed seed), the split every setting is "
                       "decided on; the test split is never read")
   parser.add_argument("--student_model_type", default="ppminilm",
