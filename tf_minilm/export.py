@@ -41,6 +41,7 @@ from tf_minilm import convert
 from tf_minilm import io_utils
 from tf_minilm import layout as layout_lib
 from tf_minilm import modeling
+from tf_minilm import onnx_export
 from tf_minilm import resolve
 from tf_minilm import sentence_embedding
 from tf_minilm import student_vocab
@@ -329,8 +330,9 @@ def run_max_seq_length(source: str) -> Optional[int]:
 
 def export(source: str, output_dir: str,
            max_seq_length: Optional[int] = None,
-           overwrite: bool = False) -> Dict:
-  """Writes `output_dir/{saved_model,student.keras,hf,export_info.json}`;
+           overwrite: bool = False, int8: bool = False) -> Dict:
+  """Writes `output_dir/{saved_model,student.keras,hf,export_info.json}`,
+  with `int8` also `hf/onnx/` (onnx_export: float32 and int8 ONNX);
   `max_seq_length` defaults to the training run's (`run_max_seq_length`),
   else DEFAULT_MAX_SEQ_LENGTH."""
   if os.path.exists(output_dir) and not overwrite:
@@ -382,6 +384,12 @@ def export(source: str, output_dir: str,
     }
     if head is not None:
       info["sentence_embedding"] = sentence_embedding.describe(head)
+    if int8:
+      try:
+        paths = onnx_export.write_encoder(hf_dir, head)
+      except onnx_export.OnnxExportError as e:
+        raise ExportError(str(e)) from None
+      info["onnx"] = onnx_export.describe(paths, staging)
     with open(os.path.join(staging, EXPORT_INFO), "w", encoding="utf-8") as f:
       json.dump(info, f, indent=2)
   return info

@@ -4,7 +4,8 @@
 
 --source: a model_<step>/ directory, a HF model directory, or a training output
 directory (its latest checkpoint). Writes saved_model/ (string-input
-signatures), student.keras, hf/ and export_info.json, atomically.
+signatures), student.keras, hf/ and export_info.json, atomically; with
+--int8 also hf/onnx/ (float32 and int8 ONNX files).
 """
 
 import json
@@ -29,6 +30,10 @@ def define_flags():
                        "bin/distill run or one of its model_<step>/, else "
                        "128.")
   flags.DEFINE_boolean("overwrite", False, "Replace an existing output_dir.")
+  flags.DEFINE_boolean("int8", False, "Also write hf/onnx/model.onnx "
+                       "(float32) and hf/onnx/model_qint8_avx512_vnni.onnx "
+                       "(int8) for ONNX Runtime, in sentence-transformers' "
+                       "ONNX layout (needs the onnx extra).")
 
 
 def main(argv):
@@ -44,7 +49,8 @@ def main(argv):
     if not f.source or not f.output_dir:
       raise export.ExportError("--source and --output_dir are required")
     layout.check_output_dir(f.output_dir, "bin/export", {"source": f.source})
-    info = export.export(f.source, f.output_dir, f.max_seq_length, f.overwrite)
+    info = export.export(f.source, f.output_dir, f.max_seq_length, f.overwrite,
+                         f.int8)
   except (export.ExportError, convert.CheckpointError,
           tokenization.TokenizerError, FileExistsError,
           config_lib.ConfigError) as e:

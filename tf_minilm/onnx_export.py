@@ -1,0 +1,215 @@
+"""ONNX copies of exported models, float32 and int8, for ONNX Runtime.
+
+Written into a HF directory (an export's `hf/`, a fine-tuned classifier's
+`best_model/hf/`), in the layout sentence-transformers' ONNX backend reads:
+
+  hf/onnx/model.onnx                      float32
+  hf/onnx/model_qint8_avx512_vnni.onnx    int8 (dynamic quantization)
+
+Inputs (what a transformers tokenizer returns with `return_tensors="np"`):
+  input_ids, attention_mask, token_type_ids: int64 [B, L]
+Outputs, all float32:
+  encoder     last_hidden_state [B, L, D]; with a sentence-transformers head
+              also sentence_embedding [B, E], pooled, projected and
+              normalised as `SentenceTransformer(hf/).encode` computes it
+  classifier  logits [B, C], probabilities [B, C]; the label names in the
+              file's metadata (`id2label`, JSON) as in config.json
+
+The graph is traced with torch from transformers' own model of the
+directory, so the files compute what transformers computes. The additive
+attention mask is built here: transformers 5 builds its mask with the
+trace's sequence length baked into a constant shape, which gives wrong
+states for every other length.
+
+Int8 is ONNX Runtime's dynamic quantization with the settings of
+sentence-transformers' "avx512_vnni" preset (hence the name; the file runs
+on any CPU ONNX Runtime supports): weights int8, symmetric, one scale per
+output channel; activations uint8, scaled per call from their range. Unlike
+that preset the embedding tables (Gather) are int8 as well: they hold most
+of a small student's weights. Kept in float: LayerNorm, softmax, the
+activation functions, the attention mask, pooling and normalisation, and
+the head after the encoder (a sentence-transformers Dense, a classifier),
+whose few weights decide the output directly.
+"""
+
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+ONNX_DIR = "onnx"
+FLOAT32_FILE = "model.onnx"
+INT8_FILE = "model_qint8_avx512_vnni.onnx"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OPSET = 17
+# Torch module names of the layers kept in float; node names start with them.
+_FLOAT_HEADS = ("sentence_dense", "classifier")
+
+
+class OnnxExportError(ValueError):
+  """A model that cannot be written as ONNX, or packages that are missing."""
+
+
+def _import_toolchain():
+  try:
+    import onnx  # pylint: disable=g-import-not-at-top
+    import onnxruntime  # pylint: disable=g-import-not-at-top,unused-import
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise OnnxExportError(
+        f"ONNX exports need the onnx extra ({e.name} is missing): pip install "
+        "'tf_minilm[onnx]'") from None
+  return onnx, torch, transformers
+
+
+def _graph_module(torch, encoder, head=None, classifier=None):
+  """A torch module over transformers' `encoder` with the outputs above."""
+
+  class Graph(torch.nn.Module):
+    """input_ids, attention_mask, token_type_ids -> the file's outputs."""
+
+    def __init__(self):
+      super().__init__()
+      self.encoder = encoder
+      if head is not None and head.dense is not None:
+        self.sentence_dense = torch.nn.Linear(*head.dense.weight.shape[::-1])
+        self.sentence_dense.weight.data = torch.from_numpy(
+            np.asarray(head.dense.weight, np.float32))
+        self.sentence_dense.bias.data = torch.from_numpy(
+            np.asarray(head.dense.bias, np.float32))
+      if classifier is not None:
+        kernel, bias, self.use_pooler = classifier
+        self.classifier = torch.nn.Linear(*kernel.shape)
+        self.classifier.weight.data = torch.from_numpy(
+            np.ascontiguousarray(kernel.T, np.float32))
+        self.classifier.bias.data = torch.from_numpy(bias.astype(np.float32))
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+      states = self.encoder.embeddings(input_ids=input_ids,
+                                       token_type_ids=token_type_ids)
+      real = attention_mask.to(states.dtype)
+      key_bias = (1.0 - real[:, None, None, :]) * torch.finfo(
+          states.dtype).min
+      for layer in self.encoder.encoder.layer:
+        states = layer(states, attention_mask=key_bias)
+        if isinstance(states, tuple):
+          states = states[0]
+      if classifier is not None:
+        features = (self.encoder.pooler(states) if self.use_pooler else
+                    states[:, 0])
+        logits = self.classifier(features)
+        return logits, torch.softmax(logits, dim=-1)
+      if head is None:
+        return (states,)
+      return states, self._sentence_embedding(states, real)
+
+    def _sentence_embedding(self, states, real):
+      # The arithmetic of sentence_embedding.embed, term for term.
+      if head.pooling == "cls":
+        x = states[:, 0]
+      elif head.pooling == "max":
+        x = torch.where(real[:, :, None] > 0, states,
+                        torch.full_like(states, -1e9)).amax(dim=1)
+      else:
+        total = (states * real[:, :, None]).sum(dim=1)
+        count = real.sum(dim=1, keepdim=True).clamp(min=1e-9)
+        x = total / (count if head.pooling == "mean" else count.sqrt())
+      if head.dense is not None:
+        x = self.sentence_dense(x)
+        if head.dense.activation == "tanh":
+          x = torch.tanh(x)
+      if head.normalize:
+        x = x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+      return x
+
+  return Graph().eval()
+
+
+def _example_inputs(torch, vocab_size: int):
+  # Two rows of different lengths: the trace sees padding.
+  ids = torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]]).clamp(max=vocab_size - 1)
+  mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+  return ids, mask, torch.zeros_like(ids)
+
+
+def _write(hf_dir: str, graph, output_names: Sequence[str],
+           metadata: Dict[str, str]) -> Dict[str, str]:
+  onnx, torch, _ = _import_toolchain()
+  from onnxruntime.quantization import QuantType  # pylint: disable=g-import-not-at-top
+  from onnxruntime.quantization import quantize_dynamic  # pylint: disable=g-import-not-at-top
+  out_dir = os.path.join(hf_dir, ONNX_DIR)
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {"float32": os.path.join(out_dir, FLOAT32_FILE),
+           "int8": os.path.join(out_dir, INT8_FILE)}
+  dynamic = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+  for name in output_names:
+    dynamic[name] = ({0: "batch", 1: "sequence"}
+                     if name == "last_hidden_state" else {0: "batch"})
+  staging = {kind: path + ".partial" for kind, path in paths.items()}
+  with torch.no_grad():
+    torch.onnx.export(
+        graph, _example_inputs(torch, graph.encoder.config.vocab_size),
+        staging["float32"], dynamo=False, opset_version=OPSET,
+        input_names=list(INPUT_NAMES), output_names=list(output_names),
+        dynamic_axes=dynamic)
+  float_nodes = [node.name for node in onnx.load(staging["float32"]).graph.node
+                 if node.name.lstrip("/").startswith(_FLOAT_HEADS)]
+  quantize_dynamic(staging["float32"], staging["int8"], per_channel=True,
+                   weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes)
+  for kind, path in staging.items():
+    model = onnx.load(path)
+    for key, value in dict(metadata, precision=kind).items():
+      model.metadata_props.add(key=key, value=value)
+    onnx.save(model, path)
+    os.replace(path, paths[kind])
+  return paths
+
+
+def write_encoder(hf_dir: str, head=None) -> Dict[str, str]:
+  """`hf_dir/onnx/` files of the encoder in `hf_dir`, with `head` (a
+  `sentence_embedding.SentenceHead`) as the sentence_embedding output;
+  returns {"float32": path, "int8": path}."""
+  _, torch, transformers = _import_toolchain()
+  encoder = transformers.AutoModel.from_pretrained(
+      hf_dir, attn_implementation="eager")
+  outputs = ["last_hidden_state"] + (["sentence_embedding"] if head else [])
+  metadata = {"producer": "tf_minilm"}
+  if head is not None:
+    metadata["sentence_embedding"] = json.dumps(
+        {"pooling": head.pooling, "dense": head.dense is not None,
+         "normalize": head.normalize})
+  return _write(hf_dir, _graph_module(torch, encoder, head), outputs,
+                metadata)
+
+
+def write_classifier(hf_dir: str, kernel: np.ndarray, bias: np.ndarray,
+                     use_pooler: bool, labels: List[str]) -> Dict[str, str]:
+  """`hf_dir/onnx/` files of a classifier: the encoder in `hf_dir`, then
+  dropout-free dense `[D, C]` on the pooled (or raw) [CLS] state."""
+  _, torch, transformers = _import_toolchain()
+  encoder = transformers.AutoModel.from_pretrained(
+      hf_dir, attn_implementation="eager", add_pooling_layer=use_pooler)
+  graph = _graph_module(torch, encoder,
+                        classifier=(kernel, bias, use_pooler))
+  id2label = {str(i): label for i, label in enumerate(labels)}
+  return _write(hf_dir, graph, ("logits", "probabilities"),
+                {"producer": "tf_minilm", "id2label": json.dumps(id2label)})
+
+
+def describe(paths: Dict[str, str], relative_to: str) -> Dict[str, Dict]:
+  """export_info.json's entry: each file's path and size."""
+  return {kind: {"path": os.path.relpath(path, relative_to),
+                 "bytes": os.path.getsize(path)}
+          for kind, path in paths.items()}
+
+
+def session(path: str, threads: Optional[int] = None):
+  """An ONNX Runtime CPU session of `path` (`threads`: intra-op threads)."""
+  import onnxruntime  # pylint: disable=g-import-not-at-top
+  options = onnxruntime.SessionOptions()
+  if threads:
+    options.intra_op_num_threads = threads
+  return onnxruntime.InferenceSession(path, options,
+                                      providers=["CPUExecutionProvider"])
