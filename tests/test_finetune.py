@@ -352,7 +352,8 @@ class FinetuneEndToEndTest(hf_fixtures.TinyModelTestCase):
     data_dir = self._custom_task("marker")
     out = os.path.join(self.root, "learned")
     proc = self.finetune(self._flags(
-        data_dir, out, test_file=os.path.join(data_dir, "test.jsonl")))
+        data_dir, out, test_file=os.path.join(data_dir, "test.jsonl"),
+        int8=True))
     with open(os.path.join(out, "eval_results.json")) as f:
       results = json.load(f)
     best = max(r["accuracy"] for r in results.values())
@@ -411,6 +412,20 @@ class FinetuneEndToEndTest(hf_fixtures.TinyModelTestCase):
                   attention_mask=torch.tensor(
                       batch["padding_mask"].numpy().astype(np.int64))).logits
     self.assertAllClose(logits.numpy(), want, atol=1e-5, rtol=0)
+    # --int8: ONNX Runtime on transformers' ids, float32 and int8.
+    from tf_minilm import onnx_export  # pylint: disable=g-import-not-at-top
+    feed = dict(transformers.AutoTokenizer.from_pretrained(
+        os.path.join(best_dir, "hf"))(texts, padding=True, return_tensors="np"))
+    for name, tolerance in ((onnx_export.FLOAT32_FILE, 1e-5),
+                            (onnx_export.INT8_FILE, 0.15)):
+      session = onnx_export.session(
+          os.path.join(best_dir, "hf", "onnx", name))
+      logits, probabilities = session.run(["logits", "probabilities"], feed)
+      self.assertAllClose(logits, want, atol=tolerance, rtol=0)
+      self.assertAllClose(probabilities, tf.nn.softmax(want),
+                          atol=tolerance, rtol=0)
+      self.assertEqual(json.loads(session.get_modelmeta().custom_metadata_map[
+          "id2label"]), {"0": "no", "1": "yes"})
 
   def test_search_on_a_clue_pair_task_writes_table_and_submission(self):
     d = os.path.join(self.root, "afqmc")

@@ -433,6 +433,7 @@ class FinetuneConfig:
   id_column: str = ""
   init_random: bool = False
   use_pooler: bool = True
+  int8: bool = False
   max_seq_length: int = 128
   batch_size: int = 32
   learning_rate: float = 2e-5
@@ -504,6 +505,10 @@ _FINETUNE_HELP = {
     "use_pooler": "Classify BERT's pooled output (tanh dense on [CLS]), as "
                   "PaddleNLP's and transformers' classifiers do; "
                   "--nouse_pooler classifies the raw [CLS] state.",
+    "int8": "Also write best_model/hf/onnx/model.onnx (float32) and "
+            "model_qint8_avx512_vnni.onnx (int8): the classifier for ONNX "
+            "Runtime, logits and probabilities, id2label in its metadata "
+            "(needs the onnx extra).",
     "max_seq_length": "Tokens per example, special tokens included "
                       "(truncated as transformers does; pairs longest "
                       "first).",

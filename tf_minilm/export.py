@@ -338,6 +338,11 @@ def export(source: str, output_dir: str,
   if os.path.exists(output_dir) and not overwrite:
     raise ExportError(f"{output_dir} already exists; pass --overwrite to "
                       "replace it")
+  if int8:
+    try:
+      onnx_export.require_toolchain()
+    except onnx_export.OnnxExportError as e:
+      raise ExportError(str(e)) from None
   if max_seq_length is None:
     max_seq_length = run_max_seq_length(source) or DEFAULT_MAX_SEQ_LENGTH
   keras.mixed_precision.set_global_policy("float32")

@@ -11,7 +11,8 @@ learning rates x batch sizes and a prediction file.
     model_<step>/hf/                every epoch: BertForSequenceClassification
     eval_results.json               dev metrics of every epoch
     best_model/                     the best epoch: hf/, saved_model/,
-                                    finetune_info.json
+                                    finetune_info.json (with --int8:
+                                    hf/onnx/, float32 and int8 ONNX)
     <task>_predict.json             with test data: {"id", "label"} per line
   results.csv, results.md           a search's table (in the top directory)
 
@@ -40,6 +41,7 @@ from tf_minilm import finetune_data
 from tf_minilm import io_utils
 from tf_minilm import layout as layout_lib
 from tf_minilm import modeling
+from tf_minilm import onnx_export
 from tf_minilm import resume
 from tf_minilm import text_encoding
 from tf_minilm import tokenization
@@ -417,6 +419,12 @@ def _keep_best(task: FineTuningTask, layout: layout_lib.RunLayout) -> Dict:
           task.tokenizer_settings.path, info["labels"],
           info["max_seq_length"],
           os.path.join(staging, export_lib.SAVED_MODEL))
+      if task.config.int8:
+        kernel, bias = (np.asarray(w.numpy(), np.float32)
+                        for w in classifier.dense.weights)
+        onnx_export.write_classifier(
+            os.path.join(staging, layout_lib.STUDENT_HF), kernel, bias,
+            info["use_pooler"], info["labels"])
     if task.data.test is not None:
       _write_predictions(task, classifier, layout.output_dir)
   except (OSError, tf.errors.OpError) as e:
@@ -486,6 +494,11 @@ def _check_source(config: config_lib.FinetuneConfig) -> None:
     raise ConfigError("max_seq_length", config.max_seq_length,
                       f"exceeds the {architecture.positions_text()} the "
                       "model embeds")
+  if config.int8:
+    try:
+      onnx_export.require_toolchain()
+    except onnx_export.OnnxExportError as e:
+      raise ConfigError("int8", True, str(e)) from None
 
 
 def _check_batch_sizes(config: config_lib.FinetuneConfig, examples: int,

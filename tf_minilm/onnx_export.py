@@ -6,8 +6,10 @@ Written into a HF directory (an export's `hf/`, a fine-tuned classifier's
   hf/onnx/model.onnx                      float32
   hf/onnx/model_qint8_avx512_vnni.onnx    int8 (dynamic quantization)
 
-Inputs (what a transformers tokenizer returns with `return_tensors="np"`):
-  input_ids, attention_mask, token_type_ids: int64 [B, L]
+Inputs: what the directory's transformers tokenizer returns with
+`return_tensors="np"`, so `session.run(None, dict(tokenizer(texts, ...)))`
+feeds them: input_ids, attention_mask and (where the tokenizer returns them:
+BERT, not RoBERTa/XLM-R) token_type_ids, int64 [B, L].
 Outputs, all float32:
   encoder     last_hidden_state [B, L, D]; with a sentence-transformers head
               also sentence_embedding [B, E], pooled, projected and
@@ -28,11 +30,14 @@ output channel; activations uint8, scaled per call from their range. Unlike
 that preset the embedding tables (Gather) are int8 as well: they hold most
 of a small student's weights. Kept in float: LayerNorm, softmax, the
 activation functions, the attention mask, pooling and normalisation, and
-the head after the encoder (a sentence-transformers Dense, a classifier),
-whose few weights decide the output directly.
+the layers on one vector per text (the pooler, a sentence-transformers
+Dense, a classifier: Gemm nodes), whose few weights decide the output
+directly.
 """
 
+import contextlib
 import json
+import logging
 import os
 from typing import Dict, List, Optional, Sequence
 
@@ -43,12 +48,20 @@ FLOAT32_FILE = "model.onnx"
 INT8_FILE = "model_qint8_avx512_vnni.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OPSET = 17
-# Torch module names of the layers kept in float; node names start with them.
-_FLOAT_HEADS = ("sentence_dense", "classifier")
+# The encoder's layers (MatMul on [B, L, D]) and embedding tables (Gather).
+# The layers on one vector per text (pooler, sentence Dense, classifier)
+# export as Gemm and stay float.
+QUANTIZED_OPS = ("MatMul", "Gather")
 
 
 class OnnxExportError(ValueError):
   """A model that cannot be written as ONNX, or packages that are missing."""
+
+
+def require_toolchain() -> None:
+  """Raises OnnxExportError naming the extra when a package is missing:
+  called before a run whose end writes ONNX files."""
+  _import_toolchain()
 
 
 def _import_toolchain():
@@ -62,6 +75,22 @@ def _import_toolchain():
         f"ONNX exports need the onnx extra ({e.name} is missing): pip install "
         "'tf_minilm[onnx]'") from None
   return onnx, torch, transformers
+
+
+@contextlib.contextmanager
+def _quiet(transformers):
+  """No load report or progress bar from transformers, and no advice from
+  the quantizer (its pre-processing suggestion is logged as a warning)."""
+  verbosity = transformers.logging.get_verbosity()
+  transformers.logging.set_verbosity_error()
+  transformers.logging.disable_progress_bar()
+  logging.disable(logging.WARNING)
+  try:
+    yield
+  finally:
+    logging.disable(logging.NOTSET)
+    transformers.logging.enable_progress_bar()
+    transformers.logging.set_verbosity(verbosity)
 
 
 def _graph_module(torch, encoder, head=None, classifier=None):
@@ -86,7 +115,7 @@ def _graph_module(torch, encoder, head=None, classifier=None):
             np.ascontiguousarray(kernel.T, np.float32))
         self.classifier.bias.data = torch.from_numpy(bias.astype(np.float32))
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
       states = self.encoder.embeddings(input_ids=input_ids,
                                        token_type_ids=token_type_ids)
       real = attention_mask.to(states.dtype)
@@ -127,37 +156,49 @@ def _graph_module(torch, encoder, head=None, classifier=None):
   return Graph().eval()
 
 
-def _example_inputs(torch, vocab_size: int):
+def _input_names(hf_dir: str, transformers) -> List[str]:
+  accepted = transformers.AutoTokenizer.from_pretrained(
+      hf_dir).model_input_names
+  return [name for name in INPUT_NAMES if name in accepted]
+
+
+def _example_inputs(torch, vocab_size: int, input_names: Sequence[str]):
   # Two rows of different lengths: the trace sees padding.
   ids = torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]]).clamp(max=vocab_size - 1)
   mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
-  return ids, mask, torch.zeros_like(ids)
+  return (ids, mask, torch.zeros_like(ids))[:len(input_names)]
 
 
 def _write(hf_dir: str, graph, output_names: Sequence[str],
            metadata: Dict[str, str]) -> Dict[str, str]:
-  onnx, torch, _ = _import_toolchain()
+  onnx, torch, transformers = _import_toolchain()
+  input_names = _input_names(hf_dir, transformers)
   from onnxruntime.quantization import QuantType  # pylint: disable=g-import-not-at-top
   from onnxruntime.quantization import quantize_dynamic  # pylint: disable=g-import-not-at-top
   out_dir = os.path.join(hf_dir, ONNX_DIR)
   os.makedirs(out_dir, exist_ok=True)
   paths = {"float32": os.path.join(out_dir, FLOAT32_FILE),
            "int8": os.path.join(out_dir, INT8_FILE)}
-  dynamic = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+  dynamic = {name: {0: "batch", 1: "sequence"} for name in input_names}
   for name in output_names:
     dynamic[name] = ({0: "batch", 1: "sequence"}
                      if name == "last_hidden_state" else {0: "batch"})
   staging = {kind: path + ".partial" for kind, path in paths.items()}
   with torch.no_grad():
     torch.onnx.export(
-        graph, _example_inputs(torch, graph.encoder.config.vocab_size),
+        graph, _example_inputs(torch, graph.encoder.config.vocab_size,
+                               input_names),
         staging["float32"], dynamo=False, opset_version=OPSET,
-        input_names=list(INPUT_NAMES), output_names=list(output_names),
+        input_names=input_names, output_names=list(output_names),
         dynamic_axes=dynamic)
-  float_nodes = [node.name for node in onnx.load(staging["float32"]).graph.node
-                 if node.name.lstrip("/").startswith(_FLOAT_HEADS)]
+  # By name: the quantizer rewrites a Gemm it is not told to leave alone
+  # into a MatMul of another name, which an op-type list would then take.
+  quantized = [node.name for node in onnx.load(staging["float32"]).graph.node
+               if node.op_type in QUANTIZED_OPS]
   quantize_dynamic(staging["float32"], staging["int8"], per_channel=True,
-                   weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes)
+                   weight_type=QuantType.QInt8,
+                   op_types_to_quantize=list(QUANTIZED_OPS),
+                   nodes_to_quantize=quantized)
   for kind, path in staging.items():
     model = onnx.load(path)
     for key, value in dict(metadata, precision=kind).items():
@@ -172,16 +213,17 @@ def write_encoder(hf_dir: str, head=None) -> Dict[str, str]:
   `sentence_embedding.SentenceHead`) as the sentence_embedding output;
   returns {"float32": path, "int8": path}."""
   _, torch, transformers = _import_toolchain()
-  encoder = transformers.AutoModel.from_pretrained(
-      hf_dir, attn_implementation="eager")
   outputs = ["last_hidden_state"] + (["sentence_embedding"] if head else [])
   metadata = {"producer": "tf_minilm"}
   if head is not None:
     metadata["sentence_embedding"] = json.dumps(
         {"pooling": head.pooling, "dense": head.dense is not None,
          "normalize": head.normalize})
-  return _write(hf_dir, _graph_module(torch, encoder, head), outputs,
-                metadata)
+  with _quiet(transformers):
+    encoder = transformers.AutoModel.from_pretrained(
+        hf_dir, attn_implementation="eager")
+    return _write(hf_dir, _graph_module(torch, encoder, head), outputs,
+                  metadata)
 
 
 def write_classifier(hf_dir: str, kernel: np.ndarray, bias: np.ndarray,
@@ -189,13 +231,15 @@ def write_classifier(hf_dir: str, kernel: np.ndarray, bias: np.ndarray,
   """`hf_dir/onnx/` files of a classifier: the encoder in `hf_dir`, then
   dropout-free dense `[D, C]` on the pooled (or raw) [CLS] state."""
   _, torch, transformers = _import_toolchain()
-  encoder = transformers.AutoModel.from_pretrained(
-      hf_dir, attn_implementation="eager", add_pooling_layer=use_pooler)
-  graph = _graph_module(torch, encoder,
-                        classifier=(kernel, bias, use_pooler))
   id2label = {str(i): label for i, label in enumerate(labels)}
-  return _write(hf_dir, graph, ("logits", "probabilities"),
-                {"producer": "tf_minilm", "id2label": json.dumps(id2label)})
+  with _quiet(transformers):
+    encoder = transformers.AutoModel.from_pretrained(
+        hf_dir, attn_implementation="eager", add_pooling_layer=use_pooler)
+    graph = _graph_module(torch, encoder,
+                          classifier=(kernel, bias, use_pooler))
+    return _write(hf_dir, graph, ("logits", "probabilities"),
+                  {"producer": "tf_minilm",
+                   "id2label": json.dumps(id2label)})
 
 
 def describe(paths: Dict[str, str], relative_to: str) -> Dict[str, Dict]:
