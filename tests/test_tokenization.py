@@ -200,6 +200,53 @@ class TokenizerJsonTest(tf.test.TestCase):
         hf = transformers.AutoTokenizer.from_pretrained(directory)
         self.assertEqual(ours, hf(lines)["input_ids"])
 
+  def test_bert_tokenizer_options_apply_or_are_refused(self):
+    # tokenizer_config.json's strip_accents and tokenize_chinese_chars change
+    # a BertTokenizer's ids in transformers 5: where they agree with
+    # do_lower_case (or are absent) the ids are transformers', otherwise the
+    # directory is refused naming the file and the option.
+    import transformers  # pylint: disable=g-import-not-at-top
+    vocab = hf_fixtures.tiny_vocab()
+    lines = ["naïve café", "Hello World", "的一是 hello", "CAFÉ 的是"]
+    accepted = [{"do_lower_case": True, "strip_accents": True},
+                {"do_lower_case": False, "strip_accents": False},
+                {"do_lower_case": True, "strip_accents": None},
+                {"tokenize_chinese_chars": True}]
+    refused = [({"do_lower_case": True, "strip_accents": False},
+                "strip_accents=False with do_lower_case=True"),
+               ({"do_lower_case": False, "strip_accents": True},
+                "strip_accents=True with do_lower_case=False"),
+               ({"tokenize_chinese_chars": False},
+                "tokenize_chinese_chars=False")]
+    for layout in ("vocab.txt", "tokenizer.json"):
+      for i, options in enumerate(accepted + [c for c, _ in refused]):
+        with self.subTest(layout=layout, options=options):
+          directory = os.path.join(self.get_temp_dir(), f"options_{layout}_{i}")
+          if layout == "vocab.txt":
+            os.makedirs(directory)
+            with open(os.path.join(directory, "vocab.txt"), "w") as f:
+              f.write("\n".join(vocab) + "\n")
+          else:
+            hf_fixtures.tokenizer_json_dir(directory, vocab, True)
+            with open(os.path.join(directory, "config.json"), "w") as f:
+              json.dump({"model_type": "bert"}, f)
+          with open(os.path.join(directory, "tokenizer_config.json"),
+                    "w") as f:
+            json.dump(dict(options, tokenizer_class="BertTokenizer"), f)
+          message = dict((json.dumps(c), m) for c, m in refused).get(
+              json.dumps(options))
+          if message:
+            with self.assertRaisesRegex(
+                tokenization.TokenizerError,
+                f"tokenizer_config.json: {message}"):
+              tokenization.read_tokenizer(directory)
+            continue
+          ours = text_encoding.TextEncoder(
+              tokenization.read_tokenizer(directory).tokenizer(), 64
+          ).token_ids(tf.constant(lines)).to_list()
+          hf = transformers.AutoTokenizer.from_pretrained(directory)
+          self.assertEqual(ours, hf(lines)["input_ids"])
+
   def test_non_special_added_tokens_are_refused(self):
     def added(spec):
       spec["added_tokens"].append(

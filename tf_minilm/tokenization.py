@@ -81,6 +81,29 @@ def read_do_lower_case(model_dir: str) -> bool:
   return value
 
 
+def check_bert_options(model_dir: str, lower_case: bool) -> None:
+  """Refuses the `tokenizer_config.json` options of a BertTokenizer that
+  transformers 5 applies and this tokenizer does not: accents kept while
+  lower-casing or stripped while keeping case (`strip_accents` other than
+  null or `do_lower_case`), Chinese characters not split
+  (`tokenize_chinese_chars: false`)."""
+  path = os.path.join(model_dir, "tokenizer_config.json")
+  if not os.path.isfile(path):
+    return
+  config = text_cleaning.read_json(path)
+  strip_accents = config.get("strip_accents")
+  if strip_accents not in (None, lower_case):
+    raise TokenizerError(
+        f"{path}: strip_accents={strip_accents} with do_lower_case="
+        f"{lower_case} is not supported (accents are stripped exactly when "
+        "lower-casing); remove it or set it to null")
+  if config.get("tokenize_chinese_chars", True) is not True:
+    raise TokenizerError(
+        f"{path}: tokenize_chinese_chars={config['tokenize_chinese_chars']}"
+        " is not supported (Chinese characters are split one by one); "
+        "remove it or set it to true")
+
+
 @dataclasses.dataclass(frozen=True)
 class WordPieceSettings:
   """What a model directory says about its WordPiece tokenizer.
@@ -154,14 +177,17 @@ def read_tokenizer(model_dir: str):
   behind text_encoding.TextEncoder) and `hf_files(model_max_length)`.
   """
   json_path = os.path.join(model_dir, TOKENIZER_JSON)
+  lower_case = read_do_lower_case(model_dir)
   if os.path.isfile(json_path):
-    return read_tokenizer_json(json_path, transformers_class(model_dir),
-                               read_do_lower_case(model_dir))
+    tokenizer_class = transformers_class(model_dir)
+    if tokenizer_class == BERT_TOKENIZER_CLASS:
+      check_bert_options(model_dir, lower_case)
+    return read_tokenizer_json(json_path, tokenizer_class, lower_case)
   vocab_path = os.path.join(model_dir, VOCAB_FILE)
   if os.path.isfile(vocab_path):
-    return WordPieceSettings(load_vocab(vocab_path),
-                             read_do_lower_case(model_dir), MAX_CHARS_PER_WORD,
-                             vocab_path)
+    check_bert_options(model_dir, lower_case)
+    return WordPieceSettings(load_vocab(vocab_path), lower_case,
+                             MAX_CHARS_PER_WORD, vocab_path)
   raise TokenizerError(f"{model_dir}: no {VOCAB_FILE} or {TOKENIZER_JSON} "
                        "(the model's tokenizer)")
 
