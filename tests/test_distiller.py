@@ -364,6 +364,12 @@ class DistillEndToEndTest(DistillTestBase):
         (dict(embedding_loss="mse"), "--embedding_loss=mse: applies only with "
                                      "--embedding_weight > 0"),
         (dict(embedding_weight=-1.0), "--embedding_weight=-1.0: must be >= 0"),
+        (dict(student_hidden_size=30, student_num_heads=4),
+         "--student_hidden_size=30: with --student_num_heads=4: "
+         "EncoderConfig.hidden_size=30 is not a multiple of num_heads=4"),
+        (dict(student_num_heads=4), "--student_hidden_size=15: with "
+         "--student_num_heads=4: EncoderConfig.hidden_size=15 is not a "
+         "multiple of num_heads=4"),
     ]
     if not tf.config.list_physical_devices("GPU"):
       cases.append((dict(device="gpu"), "--device=gpu: no GPU is visible to "

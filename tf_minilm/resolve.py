@@ -104,6 +104,34 @@ def teacher_sentence_head(config: config_lib.DistillConfig,
   return head
 
 
+def _shape_error(c: config_lib.DistillConfig, error: ValueError
+                 ) -> ConfigError:
+  """The flag behind a student shape that cannot be built: --student_init's
+  file, the --student_* overrides with what they meet, or the preset."""
+  if c.student_init:
+    return ConfigError("student_init", c.student_init, str(error))
+  if "num_heads" not in str(error) or not (c.student_hidden_size or
+                                           c.student_num_heads):
+    return ConfigError("num_layers", c.num_layers, str(error))
+  try:
+    preset = modeling.student_config(c.model_type, c.num_layers, 1)
+  except ValueError:
+    preset = None
+
+  def given(name):
+    value = getattr(c, f"student_{name}")
+    return f"{value}" if value else f"{getattr(preset, name, '?')} (the " \
+        "preset's)"
+
+  if c.student_hidden_size:
+    return ConfigError("student_hidden_size", c.student_hidden_size,
+                       f"with --student_num_heads={given('num_heads')}: "
+                       f"{error}")
+  return ConfigError("student_num_heads", c.student_num_heads,
+                     f"with --student_hidden_size={given('hidden_size')}: "
+                     f"{error}")
+
+
 def _check(condition: bool, flag: str, value, message: str) -> None:
   if not condition:
     raise ConfigError(flag, value, message)
@@ -163,8 +191,7 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
   try:
     student = student_encoder_config(c, teacher, len(settings.vocab))
   except ValueError as e:
-    flag = "student_init" if c.student_init else "num_layers"
-    raise ConfigError(flag, c.student_init or c.num_layers, str(e)) from None
+    raise _shape_error(c, e) from None
   if c.student_selection != "none":
     try:
       selection.check_fits(teacher, student)
