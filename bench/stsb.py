@@ -85,6 +85,34 @@ def read_test_pairs(wheel):
   return pairs
 
 
+def model_source(model_dir):
+  """The HF directory of `model_dir` (itself, or its hf/), checked before
+  anything is downloaded: its config, tokenizer and sentence-transformers
+  files must be readable. Raises StsError naming what is wrong."""
+  from tf_minilm import convert  # pylint: disable=g-import-not-at-top
+  from tf_minilm import sentence_embedding  # pylint: disable=g-import-not-at-top
+  from tf_minilm import tokenization  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(model_dir):
+    raise StsError(f"--model_dir={model_dir}: not a directory")
+  hf_dir = os.path.join(model_dir, "hf")
+  source = hf_dir if os.path.isdir(hf_dir) else model_dir
+  if not os.path.isfile(os.path.join(source, "config.json")):
+    run = os.path.isfile(os.path.join(model_dir, "distill_config.json"))
+    raise StsError(
+        f"--model_dir={model_dir}: " + (
+            "a bin/distill run directory; pass one of its model_<step>/ "
+            "directories or a bin/export output" if run else
+            "no config.json (expected a HF model directory, a "
+            "model_<step>/ or a bin/export output)"))
+  try:
+    hidden = convert.read_encoder_config(source).hidden_size
+    sentence_embedding.read_head(source, hidden)
+    tokenization.read_tokenizer(source)
+  except (ValueError, OSError) as e:
+    raise StsError(f"--model_dir={model_dir}: {e}") from None
+  return source
+
+
 def encode(model_dir, texts, random_init):
   """Sentence embeddings `[N, E]` float32 with our encoder, tokenizer and
   head; returns them, a description of the head and the tokens per
@@ -97,8 +125,7 @@ def encode(model_dir, texts, random_init):
   from tf_minilm import sentence_embedding  # pylint: disable=g-import-not-at-top
   from tf_minilm import text_encoding  # pylint: disable=g-import-not-at-top
   from tf_minilm import tokenization  # pylint: disable=g-import-not-at-top
-  hf_dir = os.path.join(model_dir, "hf")
-  source = hf_dir if os.path.isdir(hf_dir) else model_dir
+  source = model_source(model_dir)
   encoder = convert.load_encoder(source, dtype="float32")
   head = None
   if random_init:
@@ -173,6 +200,7 @@ def main(argv=None):
   parser.add_argument("--cross_check", action="store_true")
   args = parser.parse_args(argv)
   try:
+    model_source(args.model_dir)
     wheel = fetch_wheel(args.download_dir or os.path.dirname(
         os.path.abspath(args.output_json)))
     record = evaluate(args.model_dir, wheel, args.random_init,
@@ -186,4 +214,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  from tf_minilm import cli  # pylint: disable=g-import-not-at-top
+  cli.filter_startup_noise()
   main()
