@@ -767,6 +767,7 @@ class EmbeddingStudentTest(DistillTestBase):
     # starts from the teacher's Dense and is trained, checkpointed, exported.
     import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import
     from sentence_transformers import SentenceTransformer  # pylint: disable=g-import-not-at-top
+    from tf_minilm import export  # pylint: disable=g-import-not-at-top
     from tf_minilm import selection  # pylint: disable=g-import-not-at-top
     from tf_minilm import sentence_embedding  # pylint: disable=g-import-not-at-top
     teacher = os.path.join(self.root, "st_teacher")
@@ -835,6 +836,57 @@ class EmbeddingStudentTest(DistillTestBase):
                    os.path.join(two, "model_4", "hf")):
       theirs = SentenceTransformer(hf_dir, device="cpu").encode(texts)
       self.assertAllClose(ours, theirs, atol=1e-5, rtol=0)
+
+    # --overwrite replaces an earlier export only: never the run's teacher
+    # (read for the tokenizer and head), nor a directory of other files.
+    teacher_dir = json.load(open(os.path.join(
+        two, "distill_config.json")))["teacher_model_name_or_path"]
+    other = os.path.join(self.root, "not_an_export")
+    os.makedirs(other)
+    with open(os.path.join(other, "keep.txt"), "w") as f:
+      f.write("x")
+    for output_dir, message in (
+        (teacher_dir, f"is or holds {teacher_dir}, the teacher that {two} "
+                      "was distilled from"),
+        (other, "holds no export_info.json, so it is not a bin/export "
+                "output; --overwrite replaces only those")):
+      with self.subTest(output_dir=output_dir):
+        before = sorted(os.listdir(output_dir))
+        with self.assertRaisesRegex(export.ExportError, re.escape(message)):
+          export.export(two, output_dir, overwrite=True)
+        self.assertEqual(sorted(os.listdir(output_dir)), before)
+
+    # A model_<step>/ beside a teacher without tokenizer_config.json holds
+    # the class-only file; its re-export still writes the full one.
+    model_dir = os.path.join(two, "model_4")
+    with open(os.path.join(model_dir, "tokenizer_config.json")) as f:
+      self.assertNotIn("do_lower_case", json.load(f))
+    reexport = os.path.join(self.root, "model_4_export")
+    export.export(model_dir, reexport)
+    with open(os.path.join(reexport, "hf", "tokenizer_config.json")) as f:
+      self.assertLessEqual({"tokenizer_class", "do_lower_case",
+                            "model_max_length"}, json.load(f).keys())
+
+    # A run stored with a relative teacher path, exported from elsewhere.
+    relative_run = os.path.join(self.root, "relative_run")
+    shutil.copytree(two, relative_run)
+    config_path = os.path.join(relative_run, "distill_config.json")
+    with open(config_path) as f:
+      stored = json.load(f)
+    relative = os.path.relpath(teacher_dir, self.root)
+    stored["teacher_model_name_or_path"] = relative
+    with open(config_path, "w") as f:
+      json.dump(stored, f)
+    cwd = os.getcwd()
+    os.chdir(self.get_temp_dir())
+    try:
+      with self.assertRaisesRegex(export.ExportError, re.escape(
+          f"the run's teacher {relative} (--teacher_model_name_or_path in "
+          f"{config_path}, relative to the directory bin/distill ran in) is "
+          "not a directory from")):
+        export.export(relative_run, os.path.join(self.root, "never_written"))
+    finally:
+      os.chdir(cwd)
 
 
 class DistillEquivalenceTest(DistillTestBase):

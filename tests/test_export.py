@@ -242,6 +242,24 @@ class ExportTest(tf.test.TestCase):
                                  device="cpu").encode(TEXTS)
     self.assertAllClose(ours, theirs, atol=1e-5, rtol=0)
 
+  def test_a_sentence_transformers_source_keeps_its_max_seq_length(self):
+    # Without --max_seq_length the export takes the source's own
+    # sentence_bert_config.json value (at most the positions it embeds).
+    from tf_minilm import sentence_embedding  # pylint: disable=g-import-not-at-top
+    root = self.get_temp_dir()
+    for given, expected in ((20, 20), (300, 40)):
+      with self.subTest(given=given):
+        source = os.path.join(root, f"st_length_{given}")
+        shutil.copytree(self.teacher_dir, source)
+        sentence_embedding.write_head(sentence_embedding.SentenceHead(
+            "mean", None, True), source, 24, given)
+        info = export.export(source, os.path.join(root, f"out_{given}"))
+        self.assertEqual(info["max_seq_length"], expected)
+        self.assertIn("sentence_bert_config.json", info["max_seq_length_from"])
+        with open(os.path.join(root, f"out_{given}", "hf",
+                               "sentence_bert_config.json")) as f:
+          self.assertEqual(json.load(f)["max_seq_length"], expected)
+
   def test_hf_copy_loads_in_transformers(self):
     import torch  # pylint: disable=g-import-not-at-top
     import transformers  # pylint: disable=g-import-not-at-top

@@ -101,6 +101,40 @@ class ResolveTest(hf_fixtures.TinyModelTestCase):
 if __name__ == "__main__":
   tf.test.main()
 
+  def test_a_converted_teacher_keeps_its_head_or_refuses_the_term(self):
+    # bin/convert_teacher carries a sentence-transformers head over when it
+    # keeps every layer; below them the head (trained on the last layer's
+    # states) is dropped, recorded, and the embedding term refused.
+    from tf_minilm import convert  # pylint: disable=g-import-not-at-top
+    from tf_minilm import sentence_embedding  # pylint: disable=g-import-not-at-top
+    import shutil  # pylint: disable=g-import-not-at-top
+    source = os.path.join(self.root, "st_source")
+    shutil.copytree(self.bert, source)
+    sentence_embedding.write_head(
+        sentence_embedding.SentenceHead("mean", normalize=True), source, 24,
+        16)
+    full = os.path.join(self.root, "converted_full")
+    convert.convert_teacher(source, full)
+    head = resolve.resolve(self.config(
+        teacher_model_name_or_path=full, embedding_weight=0.5)).teacher_head
+    self.assertEqual((head.pooling, head.dense, head.normalize),
+                     ("mean", None, True))
+    cut = os.path.join(self.root, "converted_cut")
+    convert.convert_teacher(source, cut, num_layers=2)
+    self.assertIsNone(sentence_embedding.read_head(cut, 24))
+    self.assertEqual(convert.converted_source(cut)["num_layers"], 3)
+    for pooling in ("auto", "mean"):
+      with self.subTest(embedding_pooling=pooling):
+        self.refused(
+            f"--teacher_model_name_or_path={cut}: converted by "
+            "bin/convert_teacher with 2 of the 3 layers of "
+            f"{source}, whose sentence-transformers head pools the last "
+            "layer's states; convert every layer for the embedding term",
+            teacher_model_name_or_path=cut, embedding_weight=0.5,
+            embedding_pooling=pooling, teacher_layer_index=1)
+    resolve.resolve(self.config(teacher_model_name_or_path=cut,
+                                teacher_layer_index=1))
+
   def test_the_embedding_terms_pooling_comes_from_the_teachers_files(self):
     from tf_minilm import sentence_embedding  # pylint: disable=g-import-not-at-top
     import shutil  # pylint: disable=g-import-not-at-top

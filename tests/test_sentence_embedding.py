@@ -71,6 +71,22 @@ class SentenceHeadTest(hf_fixtures.TinyModelTestCase):
         self.assertEqual(ours.shape, (len(TEXTS), head.width(24)))
         self.assertAllClose(ours, theirs, atol=1e-5, rtol=0)
 
+  def test_settings_beside_the_head_are_carried_over(self):
+    # The similarity function, named prompts (none by default) and the
+    # source's max_seq_length are what sentence-transformers reads.
+    from sentence_transformers import SentenceTransformer  # pylint: disable=g-import-not-at-top
+    head = sentence_embedding.SentenceHead(
+        "mean", None, True, similarity="dot", prompts={"query": "query: "})
+    directory = self.copy_with_head("settings", head)
+    read = sentence_embedding.read_head(directory, 24)
+    self.assertEqual((read.similarity, read.prompts, read.max_seq_length),
+                     ("dot", {"query": "query: "}, MAX_SEQ_LENGTH))
+    model = SentenceTransformer(directory, device="cpu")
+    self.assertEqual(model.similarity_fn_name, "dot")
+    self.assertEqual(model.prompts["query"], "query: ")
+    self.assertIsNone(model.default_prompt_name)
+    self.assertEqual(model.max_seq_length, MAX_SEQ_LENGTH)
+
   def test_both_pooling_config_formats(self):
     directory = self.copy_with_head(
         "formats", sentence_embedding.SentenceHead("mean"))
@@ -96,7 +112,18 @@ class SentenceHeadTest(hf_fixtures.TinyModelTestCase):
     dense_path = os.path.join(directory, "2_Dense", "config.json")
     with open(dense_path) as f:
       dense = json.load(f)
+    sbert_path = os.path.join(directory, "sentence_bert_config.json")
+    st_path = os.path.join(directory, "config_sentence_transformers.json")
     cases = [
+        (sbert_path, {"max_seq_length": 16, "do_lower_case": True},
+         "do_lower_case=true is not supported"),
+        (sbert_path, {"max_seq_length": "long"},
+         "max_seq_length must be a positive integer"),
+        (st_path, {"prompts": {"query": "query: "},
+                   "default_prompt_name": "query"},
+         "the default prompt 'query' is not supported"),
+        (st_path, {"similarity_fn_name": "hamming"},
+         "similarity_fn_name 'hamming' is not supported"),
         (modules_path, [modules[0], {"type": "custom.Pooling", "path": "1"}],
          "module 'custom.Pooling' is not supported"),
         (modules_path, [modules[1], modules[0]], "are not supported"),

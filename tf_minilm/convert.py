@@ -28,6 +28,13 @@ PYTORCH_BIN = "pytorch_model.bin"
 TF_H5 = "tf_model.h5"
 CONVERTED_CONFIG = "tf_minilm_encoder.json"
 CONVERTED_WEIGHTS = "encoder.weights.h5"
+# What bin/convert_teacher converted: the source, its depth, and whether its
+# sentence-transformers head came along.
+CONVERTED_SOURCE = "tf_minilm_source.json"
+# sentence-transformers files beside the encoder (modules.json also names
+# the module directories).
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json",
+                               "config_sentence_transformers.json")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json")
 
@@ -421,12 +428,74 @@ def save_converted(encoder: modeling.Encoder, output_dir: str,
                    overwrite: bool = False) -> None:
   """Keras weights + config (+ tokenizer files): later runs skip conversion."""
   with io_utils.atomic_directory(output_dir, overwrite) as staging:
-    with open(os.path.join(staging, CONVERTED_CONFIG), "w",
+    _write_converted(encoder, staging, tokenizer_dir)
+
+
+def _write_converted(encoder: modeling.Encoder, directory: str,
+                     tokenizer_dir: Optional[str]) -> None:
+  with open(os.path.join(directory, CONVERTED_CONFIG), "w",
+            encoding="utf-8") as f:
+    f.write(encoder.config.to_json())
+  encoder.model.save_weights(os.path.join(directory, CONVERTED_WEIGHTS))
+  if tokenizer_dir:
+    copy_tokenizer_files(tokenizer_dir, directory)
+
+
+def convert_teacher(hf_dir: str, output_dir: str,
+                    num_layers: Optional[int] = None,
+                    overwrite: bool = False) -> modeling.Encoder:
+  """bin/convert_teacher: the first `num_layers` layers (all by default) of
+  the HF teacher in `hf_dir`, its tokenizer files, and its
+  sentence-transformers head where every layer is kept (the head pools the
+  last layer's states: below it, the head is left out and
+  CONVERTED_SOURCE says so)."""
+  encoder = load_hf_encoder(hf_dir, num_layers=num_layers, with_pooler=False,
+                            dtype="float32", name="teacher")
+  source_layers = read_hf_config(hf_dir)[0].num_layers
+  modules_path = os.path.join(hf_dir, SENTENCE_TRANSFORMERS_FILES[0])
+  head = None
+  if os.path.isfile(modules_path):
+    head = ("kept" if encoder.config.num_layers == source_layers else
+            "dropped")
+  with io_utils.atomic_directory(output_dir, overwrite) as staging:
+    _write_converted(encoder, staging, hf_dir)
+    if head == "kept":
+      _copy_sentence_transformers_files(hf_dir, staging, modules_path)
+    with open(os.path.join(staging, CONVERTED_SOURCE), "w",
               encoding="utf-8") as f:
-      f.write(encoder.config.to_json())
-    encoder.model.save_weights(os.path.join(staging, CONVERTED_WEIGHTS))
-    if tokenizer_dir:
-      copy_tokenizer_files(tokenizer_dir, staging)
+      json.dump({"hf_dir": os.path.abspath(hf_dir),
+                 "num_layers": source_layers,
+                 "converted_layers": encoder.config.num_layers,
+                 "sentence_head": head}, f, indent=2)
+  return encoder
+
+
+def _copy_sentence_transformers_files(hf_dir: str, target_dir: str,
+                                      modules_path: str) -> None:
+  try:
+    with open(modules_path, encoding="utf-8") as f:
+      modules = json.load(f)
+    paths = [entry.get("path") for entry in modules]
+  except (OSError, ValueError, AttributeError, TypeError) as e:
+    raise CheckpointError(f"{modules_path}: not a list of modules ({e})"
+                          ) from None
+  for name in SENTENCE_TRANSFORMERS_FILES:
+    if os.path.isfile(os.path.join(hf_dir, name)):
+      shutil.copyfile(os.path.join(hf_dir, name),
+                      os.path.join(target_dir, name))
+  for path in paths:
+    if path and os.path.isdir(os.path.join(hf_dir, path)):
+      shutil.copytree(os.path.join(hf_dir, path),
+                      os.path.join(target_dir, path))
+
+
+def converted_source(path: str) -> Optional[Dict]:
+  """CONVERTED_SOURCE of a bin/convert_teacher directory; None elsewhere."""
+  record = os.path.join(path, CONVERTED_SOURCE)
+  if not os.path.isfile(record):
+    return None
+  with open(record, encoding="utf-8") as f:
+    return json.load(f)
 
 
 def read_encoder_config(path: str) -> modeling.EncoderConfig:

@@ -30,7 +30,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -206,6 +206,7 @@ def load_student(source: str) -> modeling.Encoder:
     config = config_lib.DistillConfig.from_json(text, config_path)
   except ValueError as e:
     raise ExportError(str(e)) from None
+  check_run_teacher(source, config, config_path)
   teacher = convert.read_encoder_config(config.teacher_model_name_or_path)
   teacher_tokenizer = tokenization.read_tokenizer(
       config.teacher_model_name_or_path)
@@ -232,6 +233,23 @@ def load_student(source: str) -> modeling.Encoder:
         "random weights "
         f"({str(e).splitlines()[0][:300]})") from None
   return student
+
+
+def check_run_teacher(source: str, config: config_lib.DistillConfig,
+                      config_path: str) -> None:
+  """The run's teacher (its tokenizer, and its head for an embedding
+  student) must be reachable from here; a relative path is relative to where
+  bin/distill ran."""
+  path = config.teacher_model_name_or_path
+  if os.path.isdir(path):
+    return
+  where = ("" if os.path.isabs(path) else
+           ", relative to the directory bin/distill ran in")
+  raise ExportError(
+      f"{source}: the run's teacher {path} (--teacher_model_name_or_path in "
+      f"{config_path}{where}) is not a directory from {os.getcwd()}; run "
+      "bin/export from where bin/distill ran, or export one of the run's "
+      "model_<step>/ directories (they hold the tokenizer and head)")
 
 
 def load_sentence_head(source: str, student: modeling.Encoder
@@ -275,7 +293,9 @@ def load_sentence_head(source: str, student: modeling.Encoder
 
 
 def _tokenizer_dir(source: str) -> str:
-  for candidate in (source, os.path.join(source, layout_lib.STUDENT_HF),
+  # hf/ first: a model_<step>/ directory's own tokenizer_config.json may be
+  # the class-only file written beside a teacher that had none.
+  for candidate in (os.path.join(source, layout_lib.STUDENT_HF), source,
                     os.path.join(source, layout_lib.STUDENT_VOCAB)):
     if tokenization.has_tokenizer_files(candidate):
       return candidate
@@ -313,6 +333,28 @@ def custom_ops(saved_model_dir: str) -> List[str]:
 DEFAULT_MAX_SEQ_LENGTH = 128
 
 
+def _check_inputs_outside(output_dir: str, source: str) -> None:
+  """Refuses an output_dir that is, or holds, a directory the export reads:
+  the source, and for a training run the teacher its config names (the
+  tokenizer and sentence-transformers head come from there)."""
+  inputs = [(source, "--source")]
+  text = layout_lib.RunLayout(source, config_lib.CONFIG_FILENAME).read_config()
+  if text is not None:
+    try:
+      teacher = config_lib.DistillConfig.from_json(
+          text, source).teacher_model_name_or_path
+      inputs.append((teacher, f"the teacher that {source} was distilled "
+                     "from (its tokenizer and head are read from it)"))
+    except ValueError:
+      pass  # load_student names the broken config
+  output = os.path.realpath(output_dir)
+  for path, what in inputs:
+    real = os.path.realpath(path)
+    if real == output or real.startswith(output + os.sep):
+      raise ExportError(f"--output_dir={output_dir} is or holds {path}, "
+                        f"{what}: refusing to write over an input")
+
+
 def run_max_seq_length(source: str) -> Optional[int]:
   """--max_seq_length of the bin/distill run that `source` is, or whose
   model_<step>/ it is; None for other sources."""
@@ -328,25 +370,55 @@ def run_max_seq_length(source: str) -> Optional[int]:
   return None
 
 
+def _max_seq_length(source: str, given: Optional[int],
+                    head: Optional[sentence_embedding.SentenceHead],
+                    student: modeling.EncoderConfig) -> Tuple[int, str]:
+  """The export's max_seq_length and where it comes from: the flag, the
+  training run's, a sentence-transformers source's own (at most the
+  positions the student embeds), else DEFAULT_MAX_SEQ_LENGTH."""
+  if given is not None:
+    return given, "--max_seq_length"
+  run = run_max_seq_length(source)
+  if run is not None:
+    return run, "the training run's --max_seq_length"
+  if head is not None and head.max_seq_length:
+    length = min(head.max_seq_length, student.usable_positions)
+    capped = ("" if length == head.max_seq_length else
+              f" ({head.max_seq_length}), at most the "
+              f"{student.positions_text()} the model embeds")
+    return length, f"{sentence_embedding.SBERT_CONFIG} of {source}{capped}"
+  return DEFAULT_MAX_SEQ_LENGTH, "the default"
+
+
 def export(source: str, output_dir: str,
            max_seq_length: Optional[int] = None,
            overwrite: bool = False, int8: bool = False) -> Dict:
   """Writes `output_dir/{saved_model,student.keras,hf,export_info.json}`,
   with `int8` also `hf/onnx/` (onnx_export: float32 and int8 ONNX);
-  `max_seq_length` defaults to the training run's (`run_max_seq_length`),
-  else DEFAULT_MAX_SEQ_LENGTH."""
-  if os.path.exists(output_dir) and not overwrite:
-    raise ExportError(f"{output_dir} already exists; pass --overwrite to "
-                      "replace it")
+  `max_seq_length` defaults as `_max_seq_length` says. Refuses an
+  output_dir that is or holds an input, and replaces only an earlier
+  export (a directory with EXPORT_INFO)."""
+  _check_inputs_outside(output_dir, source)
+  if os.path.exists(output_dir):
+    if not overwrite:
+      raise ExportError(f"{output_dir} already exists; pass --overwrite to "
+                        "replace it")
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and \
+        not os.path.isfile(os.path.join(output_dir, EXPORT_INFO)):
+      raise ExportError(
+          f"--output_dir={output_dir} is not empty and holds no "
+          f"{EXPORT_INFO}, so it is not a bin/export output; --overwrite "
+          "replaces only those")
   if int8:
     try:
       onnx_export.require_toolchain()
     except onnx_export.OnnxExportError as e:
       raise ExportError(str(e)) from None
-  if max_seq_length is None:
-    max_seq_length = run_max_seq_length(source) or DEFAULT_MAX_SEQ_LENGTH
   keras.mixed_precision.set_global_policy("float32")
   student = load_student(source)
+  head = load_sentence_head(source, student)
+  max_seq_length, length_from = _max_seq_length(source, max_seq_length,
+                                                head, student.config)
   tokenizer_dir = _tokenizer_dir(source)
   settings = tokenization.read_tokenizer(tokenizer_dir)
   specials = settings.num_special_tokens(pair=True)
@@ -358,7 +430,6 @@ def export(source: str, output_dir: str,
     raise ExportError(f"max_seq_length {max_seq_length} exceeds the "
                       f"{student.config.positions_text()} the student "
                       "embeds")
-  head = load_sentence_head(source, student)
   tokenizer = settings.tokenizer()
   with io_utils.atomic_directory(output_dir, overwrite) as staging:
     module = ServingModule(student, tokenizer, settings.path, max_seq_length,
@@ -379,6 +450,7 @@ def export(source: str, output_dir: str,
     info = {
         "source": os.path.abspath(source),
         "max_seq_length": max_seq_length,
+        "max_seq_length_from": length_from,
         "signatures": ["serving_default", "serving_pair", "serving_ids"],
         "outputs": outputs,
         "custom_ops": custom_ops(saved_model_dir),

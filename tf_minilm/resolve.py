@@ -86,6 +86,15 @@ def teacher_sentence_head(config: config_lib.DistillConfig,
   """The teacher's sentence-embedding head for the embedding term: from its
   sentence-transformers files, else --embedding_pooling."""
   path = config.teacher_model_name_or_path
+  converted = convert.converted_source(path)
+  if converted and converted.get("sentence_head") == "dropped":
+    raise ConfigError(
+        "teacher_model_name_or_path", path,
+        f"converted by bin/convert_teacher with "
+        f"{converted['converted_layers']} of the {converted['num_layers']} "
+        f"layers of {converted['hf_dir']}, whose sentence-transformers head "
+        "pools the last layer's states; convert every layer for the "
+        "embedding term")
   try:
     head = sentence_embedding.read_head(path, teacher.hidden_size)
   except sentence_embedding.HeadError as e:

@@ -44,6 +44,9 @@ _LEGACY_POOLING_KEYS = {
 DENSE_ACTIVATIONS = {"identity": "torch.nn.modules.linear.Identity",
                      "tanh": "torch.nn.modules.activation.Tanh"}
 MODULES_FILE = "modules.json"
+SBERT_CONFIG = "sentence_bert_config.json"
+ST_CONFIG = "config_sentence_transformers.json"
+SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
 # Module types as sentence-transformers 2.x named them, which every later
 # version still loads.
 _MODULE_TYPES = {kind: f"sentence_transformers.models.{kind}"
@@ -70,10 +73,16 @@ class Dense:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SentenceHead:
-  """What turns an encoder's last hidden states into a sentence embedding."""
+  """What turns an encoder's last hidden states into a sentence embedding,
+  with the settings sentence-transformers keeps beside it: the similarity
+  function, named prompts (never a default one: every text would change)
+  and, as read, the source's max_seq_length."""
   pooling: str
   dense: Optional[Dense] = None
   normalize: bool = False
+  similarity: str = "cosine"
+  prompts: Optional[Dict[str, str]] = None
+  max_seq_length: Optional[int] = None
 
   def width(self, hidden_size: int) -> int:
     """The embedding's size over an encoder of `hidden_size`."""
@@ -171,7 +180,49 @@ def read_head(model_dir: str, hidden_size: int) -> Optional[SentenceHead]:
   pooling = _read_pooling(directories[1], hidden_size)
   dense = (_read_dense(directories[kinds.index("Dense")], hidden_size)
            if "Dense" in kinds else None)
-  return SentenceHead(pooling, dense, "Normalize" in kinds)
+  return SentenceHead(pooling, dense, "Normalize" in kinds,
+                      **_read_settings(model_dir))
+
+
+def _read_settings(model_dir: str) -> Dict:
+  """sentence_bert_config.json and config_sentence_transformers.json: what
+  is carried over, and what changes every embedding (refused by name)."""
+  settings = {}
+  path = os.path.join(model_dir, SBERT_CONFIG)
+  config = _read_json(path) if os.path.isfile(path) else {}
+  if not isinstance(config, dict):
+    raise HeadError(f"{path}: expected a JSON object")
+  lower_case = config.get("do_lower_case", False)
+  if lower_case is not False:
+    raise HeadError(f"{path}: do_lower_case={json.dumps(lower_case)} is not "
+                    "supported (sentence-transformers "
+                    "lower-cases every text before its tokenizer); set it to "
+                    "false if the tokenizer lower-cases already")
+  length = config.get("max_seq_length")
+  if length is not None:
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+      raise HeadError(f"{path}: max_seq_length must be a positive integer, "
+                      f"got {length!r}")
+    settings["max_seq_length"] = length
+  path = os.path.join(model_dir, ST_CONFIG)
+  config = _read_json(path) if os.path.isfile(path) else {}
+  if not isinstance(config, dict):
+    raise HeadError(f"{path}: expected a JSON object")
+  default_prompt = config.get("default_prompt_name")
+  if default_prompt is not None:
+    raise HeadError(f"{path}: the default prompt {default_prompt!r} is not "
+                    "supported (sentence-transformers puts it before every "
+                    "text); remove default_prompt_name")
+  prompts = config.get("prompts") or {}
+  if not isinstance(prompts, dict) or not all(
+      isinstance(v, str) for v in prompts.values()):
+    raise HeadError(f"{path}: prompts must map names to strings")
+  similarity = config.get("similarity_fn_name") or "cosine"
+  if similarity not in SIMILARITIES:
+    raise HeadError(f"{path}: similarity_fn_name {similarity!r} is not "
+                    f"supported; one of {list(SIMILARITIES)} is")
+  settings.update(similarity=similarity, prompts=prompts or None)
+  return settings
 
 
 def _write_json(path: str, value) -> None:
@@ -216,11 +267,11 @@ def write_head(head: SentenceHead, model_dir: str, hidden_size: int,
   _write_json(os.path.join(model_dir, MODULES_FILE), [
       {"idx": i, "name": str(i), "path": path, "type": _MODULE_TYPES[kind]}
       for i, (kind, path) in enumerate(modules)])
-  _write_json(os.path.join(model_dir, "sentence_bert_config.json"),
+  _write_json(os.path.join(model_dir, SBERT_CONFIG),
               {"max_seq_length": max_seq_length, "do_lower_case": False})
-  _write_json(os.path.join(model_dir, "config_sentence_transformers.json"),
-              {"prompts": {}, "default_prompt_name": None,
-               "similarity_fn_name": "cosine"})
+  _write_json(os.path.join(model_dir, ST_CONFIG),
+              {"prompts": head.prompts or {}, "default_prompt_name": None,
+               "similarity_fn_name": head.similarity})
 
 
 def pool(sequence_output: tf.Tensor, padding_mask: tf.Tensor,
@@ -311,7 +362,7 @@ def student_head(teacher_head: SentenceHead,
   if projection is not None:
     dense = Dense(projection.kernel.numpy().T, projection.bias.numpy(),
                   projection_activation(teacher_head))
-  return SentenceHead(teacher_head.pooling, dense, teacher_head.normalize)
+  return dataclasses.replace(teacher_head, dense=dense)
 
 
 def describe(head: SentenceHead) -> Dict[str, str]:

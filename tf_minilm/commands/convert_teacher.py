@@ -5,8 +5,10 @@
 
 --num_layers keeps only the first N layers (a teacher distilled at layer index
 19 needs 20). The output directory holds tf_minilm_encoder.json,
-encoder.weights.h5 and the tokenizer files; pass it as
---teacher_model_name_or_path.
+encoder.weights.h5, the tokenizer files and tf_minilm_source.json (the source
+and its depth); a sentence-transformers head comes along when every layer
+does (it pools the last layer: below it the embedding term is refused). Pass
+it as --teacher_model_name_or_path.
 """
 
 import json
@@ -39,11 +41,8 @@ def main(argv):
       raise convert.CheckpointError("--hf_dir and --output_dir are required")
     layout.check_output_dir(f.output_dir, "bin/convert_teacher",
                             {"hf_dir": f.hf_dir})
-    encoder = convert.load_hf_encoder(f.hf_dir, num_layers=f.num_layers,
-                                      with_pooler=False, dtype="float32",
-                                      name="teacher")
-    convert.save_converted(encoder, f.output_dir, tokenizer_dir=f.hf_dir,
-                           overwrite=f.overwrite)
+    encoder = convert.convert_teacher(f.hf_dir, f.output_dir, f.num_layers,
+                                      f.overwrite)
   except (convert.CheckpointError, FileExistsError,
           config_lib.ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
