@@ -790,7 +790,8 @@ def table(rows, args):
 
   with_sts = any(row["sts"] is not None for row in rows)
   lines = [
-      "| model | test accuracy, mean ± std (%) | per seed | vs random "
+      f"| model | {args.split} accuracy, mean ± std (%) | per seed | "
+      "vs random "
       "(points) | gap closed | distillation (wall min (CPU min), loss "
       "first → last) | "
       "fine-tuning (min/run) |" + (" STS-B test Spearman |" if with_sts

@@ -184,7 +184,7 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
         student_layers=4, student_hidden_size=0, distill_steps=1200,
         distill_batch_size=32, distill_seed=42, finetune_epochs=3,
         finetune_batch_size=32, finetune_learning_rate=1e-4,
-        max_seq_length=64)
+        max_seq_length=64, split="test")
     markdown = quality.table(list(rows.values()), args)
     self.assertIn("| distilled, sample-sample (PP-MiniLM, beta=1) | 75.0 ± 1.0"
                   " | 76.0, 74.0, 75.0 | +5.0 | 50% | 10.0 (18.0), 0.800 → "
@@ -194,6 +194,37 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
                   "points (OUTSIDE ±1.5).", markdown)
     self.assertIn("3 fine-tuning seeds; students 4 layers, the teacher's "
                   "width", markdown)
+    self.assertIn("| model | test accuracy", markdown)
+    args.split = "dev"
+    markdown = quality.table(list(rows.values()), args)
+    self.assertIn("| model | dev accuracy", markdown)
+    self.assertIn("on the dev split (20% of the training split; the test "
+                  "split unread)", markdown)
+
+  def test_the_dev_split_is_cut_from_training_data_once(self):
+    quality = _load_quality()
+    data_dir = os.path.join(self.root, "dev_split_data")
+    os.makedirs(data_dir)
+    train = os.path.join(data_dir, "train.jsonl")
+    examples = [(f"text {i}", "positive" if i % 4 else "negative")
+                for i in range(100)]
+    quality.write_jsonl(train, examples)
+    test = os.path.join(data_dir, "test.jsonl")
+    first = quality.carve_dev((train, test), data_dir)
+    self.assertFalse(os.path.exists(test))  # never read nor written
+    parts = [quality.read_jsonl(path) for path in first]
+    self.assertEqual(sorted(e["text"] for part in parts for e in part),
+                     sorted(text for text, _ in examples))
+    for label, count in (("positive", 75), ("negative", 25)):
+      self.assertEqual(sum(e["label"] == label for e in parts[1]),
+                       round(count * quality.DEV_SHARE))
+    with open(first[1]) as f:
+      dev = f.read()
+    os.remove(first[0])
+    os.remove(first[1])
+    second = quality.carve_dev((train, test), data_dir)
+    with open(second[1]) as f:
+      self.assertEqual(f.read(), dev)
 
   def test_tiny_chinese_track_end_to_end(self):
     work = os.path.join(self.root, "chinese")
