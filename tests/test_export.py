@@ -122,7 +122,8 @@ class ExportTest(tf.test.TestCase):
     convert.export_hf(cls.student, os.path.join(cls.model_dir, "hf"),
                       tokenizer_dir=cls.teacher_dir)
     cls.out = os.path.join(root, "exported")
-    cls.info = export.export(cls.model_dir, cls.out, max_seq_length=16)
+    cls.info = export.export(cls.model_dir, cls.out, max_seq_length=16,
+                             int8=True)
     cls.npz = os.path.join(root, "served.npz")
     proc = subprocess.run(
         [sys.executable, "-c", SERVE, os.path.join(cls.out, "saved_model"),
@@ -259,6 +260,34 @@ class ExportTest(tf.test.TestCase):
         with open(os.path.join(root, f"out_{given}", "hf",
                                "sentence_bert_config.json")) as f:
           self.assertEqual(json.load(f)["max_seq_length"], expected)
+
+  def test_int8_onnx_files_serve_what_the_saved_model_serves(self):
+    # bin/export --int8 of a ReLU student: ONNX Runtime on transformers'
+    # ids gives the SavedModel's states (float32) or close to them (int8).
+    import transformers  # pylint: disable=g-import-not-at-top
+    from tf_minilm import onnx_export  # pylint: disable=g-import-not-at-top
+    self.assertEqual(
+        {kind: entry["path"] for kind, entry in self.info["onnx"].items()},
+        {"float32": "hf/onnx/model.onnx",
+         "int8": "hf/onnx/model_qint8_avx512_vnni.onnx"})
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        os.path.join(self.out, "hf"))
+    feed = dict(tokenizer(TEXTS, padding=True, truncation=True,
+                          max_length=16, return_tensors="np"))
+    mask = self.served["good/input_mask"]
+    self.assertAllEqual(feed["attention_mask"], mask)
+    want = self.served["good/sequence_output"][mask > 0]
+    for kind, entry in self.info["onnx"].items():
+      self.assertEqual(entry["bytes"],
+                       os.path.getsize(os.path.join(self.out, entry["path"])))
+      got = onnx_export.session(os.path.join(self.out, entry["path"])).run(
+          ["last_hidden_state"], feed)[0][mask > 0]
+      if kind == "float32":
+        self.assertAllClose(got, want, atol=1e-5, rtol=0)
+      else:
+        cosine = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) *
+                                         np.linalg.norm(want, axis=-1))
+        self.assertGreater(cosine.mean(), 0.95)
 
   def test_hf_copy_loads_in_transformers(self):
     import torch  # pylint: disable=g-import-not-at-top

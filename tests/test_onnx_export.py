@@ -1,5 +1,6 @@
 """ONNX exports: float32 = transformers / sentence-transformers, int8 close to
-float32, both served by ONNX Runtime alone with transformers' token ids."""
+float32, both served by ONNX Runtime alone with transformers' token ids
+(bin/export --int8 against the SavedModel: test_export)."""
 
 import json
 import os
@@ -30,21 +31,24 @@ import json, sys
 import numpy as np
 import onnxruntime
 import transformers
-hf_dir, names, texts, max_length, out = sys.argv[1:6]
-tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+hf_dirs, names, texts, max_length, out = sys.argv[1:6]
 results = {}
-for name in json.loads(names):
-  session = onnxruntime.InferenceSession(
-      f"{hf_dir}/onnx/{name}", providers=["CPUExecutionProvider"])
-  for batch_name, batch in (("all", json.loads(texts)),
-                            ("one", json.loads(texts)[:1])):
-    feed = dict(tokenizer(batch, padding=True, truncation=True,
-                          max_length=int(max_length), return_tensors="np"))
-    for output, value in zip(session.get_outputs(), session.run(None, feed)):
-      results[f"{name}/{batch_name}/{output.name}"] = value
-    results[f"{name}/{batch_name}/attention_mask"] = feed["attention_mask"]
-  results[f"{name}/metadata"] = np.array(json.dumps(
-      session.get_modelmeta().custom_metadata_map))
+for i, hf_dir in enumerate(json.loads(hf_dirs)):
+  tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  for name in json.loads(names):
+    session = onnxruntime.InferenceSession(
+        f"{hf_dir}/onnx/{name}", providers=["CPUExecutionProvider"])
+    for batch_name, batch in (("all", json.loads(texts)),
+                              ("one", json.loads(texts)[:1])):
+      feed = dict(tokenizer(batch, padding=True, truncation=True,
+                            max_length=int(max_length), return_tensors="np"))
+      for output, value in zip(session.get_outputs(),
+                               session.run(None, feed)):
+        results[f"{i}/{name}/{batch_name}/{output.name}"] = value
+      results[f"{i}/{name}/{batch_name}/attention_mask"] = feed[
+          "attention_mask"]
+    results[f"{i}/{name}/metadata"] = np.array(json.dumps(
+        session.get_modelmeta().custom_metadata_map))
 np.savez(out, **results)
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in
                         ("tf_minilm", "tensorflow", "keras"))))
@@ -61,15 +65,19 @@ def _cosine(a, b):
 class OnnxExportTest(hf_fixtures.TinyModelTestCase):
   TINY_MODEL = dict(num_hidden_layers=2, vocab_size=120)
 
-  def serve(self, hf_dir):
+  def serve(self, hf_dirs):
+    """Each directory's outputs, served in one fresh process:
+    [{"<file>/<all|one>/<output>": array, "<file>/metadata": ...}]."""
     out = os.path.join(self.root, "served.npz")
     proc = subprocess.run(
-        [sys.executable, "-c", SERVE, hf_dir, json.dumps(FILES),
+        [sys.executable, "-c", SERVE, json.dumps(hf_dirs), json.dumps(FILES),
          json.dumps(TEXTS), str(MAX_SEQ_LENGTH), out],
         capture_output=True, text=True, timeout=300)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertEqual(json.loads(proc.stdout.strip().splitlines()[-1]), [])
-    return dict(np.load(out))
+    served = np.load(out)
+    return [{key.split("/", 1)[1]: served[key] for key in served.files
+             if key.startswith(f"{i}/")} for i in range(len(hf_dirs))]
 
   def _hf_states(self, hf_dir, texts):
     import torch  # pylint: disable=g-import-not-at-top
@@ -107,13 +115,15 @@ class OnnxExportTest(hf_fixtures.TinyModelTestCase):
             "mean_sqrt_len_tokens", sentence_embedding.Dense(
                 dense.weight, dense.bias, "identity")),
     }
+    sources = {name: self._source(name, head) for name, head in heads.items()}
+    paths = {name: onnx_export.write_encoder(sources[name], head)
+             for name, head in heads.items()}
+    all_served = dict(zip(heads, self.serve(list(sources.values()))))
     for name, head in heads.items():
       with self.subTest(head=name):
-        source = self._source(name, head)
-        paths = onnx_export.write_encoder(source, head)
+        source, served = sources[name], all_served[name]
         self.assertEqual(sorted(os.listdir(os.path.join(source, "onnx"))),
                          sorted(FILES))
-        served = self.serve(source)
         theirs = SentenceTransformer(source, device="cpu").encode(TEXTS)
         fp32 = served[f"{onnx_export.FLOAT32_FILE}/all/sentence_embedding"]
         int8 = served[f"{onnx_export.INT8_FILE}/all/sentence_embedding"]
@@ -128,7 +138,7 @@ class OnnxExportTest(hf_fixtures.TinyModelTestCase):
         # The head after the encoder stays float in the int8 file; the
         # encoder's layers do not.
         import onnx  # pylint: disable=g-import-not-at-top
-        int8_nodes = onnx.load(paths["int8"]).graph.node
+        int8_nodes = onnx.load(paths[name]["int8"]).graph.node
         head_nodes = [n.op_type for n in int8_nodes
                       if n.name.startswith("/sentence_dense")]
         self.assertEqual(bool(head_nodes), head.dense is not None)
@@ -139,11 +149,13 @@ class OnnxExportTest(hf_fixtures.TinyModelTestCase):
         self.assertEqual(metadata["precision"], "int8")
 
   def test_states_equal_transformers_for_bert_and_roberta(self):
-    for model_type in ("bert", "roberta"):
+    types = ("bert", "roberta")
+    sources = [self._source(f"plain_{t}", model_type=t) for t in types]
+    for source in sources:
+      onnx_export.write_encoder(source)
+    for model_type, source, served in zip(types, sources,
+                                          self.serve(sources)):
       with self.subTest(model_type=model_type):
-        source = self._source(f"plain_{model_type}", model_type=model_type)
-        onnx_export.write_encoder(source)
-        served = self.serve(source)
         mask = served[f"{onnx_export.FLOAT32_FILE}/all/attention_mask"] > 0
         want = self._hf_states(source, TEXTS)
         got = served[f"{onnx_export.FLOAT32_FILE}/all/last_hidden_state"]
@@ -159,11 +171,13 @@ class OnnxExportTest(hf_fixtures.TinyModelTestCase):
     kernel = rng.normal(size=(24, 3)).astype(np.float32)
     bias = rng.normal(size=3).astype(np.float32)
     labels = ["neg", "neutral", "pos"]
-    for use_pooler in (True, False):
+    poolers = (True, False)
+    sources = [self._source(f"classifier_{p}") for p in poolers]
+    for use_pooler, source in zip(poolers, sources):
+      onnx_export.write_classifier(source, kernel, bias, use_pooler, labels)
+    for use_pooler, source, served in zip(poolers, sources,
+                                          self.serve(sources)):
       with self.subTest(use_pooler=use_pooler):
-        source = self._source(f"classifier_{use_pooler}")
-        onnx_export.write_classifier(source, kernel, bias, use_pooler, labels)
-        served = self.serve(source)
         model = transformers.AutoModel.from_pretrained(source).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(source)
         with torch.no_grad():
@@ -185,27 +199,6 @@ class OnnxExportTest(hf_fixtures.TinyModelTestCase):
             served[f"{onnx_export.FLOAT32_FILE}/metadata"].item())
         self.assertEqual(json.loads(metadata["id2label"]),
                          {"0": "neg", "1": "neutral", "2": "pos"})
-
-  def test_bin_export_int8_matches_the_saved_model(self):
-    head = sentence_embedding.SentenceHead("mean", None, True)
-    source = self._source("export_source", head)
-    out = os.path.join(self.root, "exported")
-    info = export.export(source, out, max_seq_length=MAX_SEQ_LENGTH,
-                         int8=True)
-    self.assertEqual(
-        {kind: entry["path"] for kind, entry in info["onnx"].items()},
-        {"float32": "hf/onnx/model.onnx",
-         "int8": "hf/onnx/model_qint8_avx512_vnni.onnx"})
-    for entry in info["onnx"].values():
-      self.assertEqual(entry["bytes"],
-                       os.path.getsize(os.path.join(out, entry["path"])))
-    served = self.serve(os.path.join(out, "hf"))
-    saved_model = tf.saved_model.load(os.path.join(out, "saved_model"))
-    ours = saved_model.signatures["serving_default"](
-        text=tf.constant(TEXTS))["sentence_embedding"].numpy()
-    self.assertAllClose(
-        served[f"{onnx_export.FLOAT32_FILE}/all/sentence_embedding"], ours,
-        atol=1e-5, rtol=0)
 
   def test_missing_packages_are_named_before_anything_is_written(self):
     out = os.path.join(self.root, "never_written")
