@@ -1,6 +1,7 @@
 """bench/stsb.py refuses a model it cannot score in one line, exit 2, before
 downloading the STS-B wheel."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -47,18 +48,24 @@ class StsbRefusalTest(hf_fixtures.TinyModelTestCase):
                                       "pooling_mode_cls_token": True}}):
             r"pooling \['mean', 'cls'\] is not supported",
     }
+    spec = importlib.util.spec_from_file_location("stsb", STSB)
+    stsb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stsb)
     for model_dir, message in cases.items():
       with self.subTest(model_dir=os.path.basename(model_dir)):
-        download = os.path.join(self.root, "download")
-        proc = subprocess.run(
-            [sys.executable, STSB, f"--model_dir={model_dir}",
-             f"--output_json={os.path.join(self.root, 'out.json')}",
-             f"--download_dir={download}"],
-            capture_output=True, text=True, timeout=300)
-        self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
-        lines = proc.stderr.strip().splitlines()
-        self.assertLen(lines, 1, proc.stderr)
-        self.assertRegex(lines[0], f"^error: --model_dir={model_dir}: .*"
-                         f"{message}")
-        self.assertFalse(os.path.exists(download))
-        self.assertFalse(os.path.exists(os.path.join(self.root, "out.json")))
+        with self.assertRaisesRegex(stsb.StsError,
+                                    f"^--model_dir={model_dir}: .*{message}"):
+          stsb.model_source(model_dir)
+    # The command: one line, exit 2, nothing downloaded or written.
+    download = os.path.join(self.root, "download")
+    proc = subprocess.run(
+        [sys.executable, STSB, f"--model_dir={run_dir}",
+         f"--output_json={os.path.join(self.root, 'out.json')}",
+         f"--download_dir={download}"],
+        capture_output=True, text=True, timeout=300)
+    self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+    self.assertEqual(proc.stderr.strip().splitlines(), [
+        f"error: --model_dir={run_dir}: a bin/distill run directory; pass "
+        "one of its model_<step>/ directories or a bin/export output"])
+    self.assertFalse(os.path.exists(download))
+    self.assertFalse(os.path.exists(os.path.join(self.root, "out.json")))
