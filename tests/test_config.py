@@ -32,7 +32,21 @@ class FlagsTest(tf.test.TestCase):
         continue
       with self.subTest(path=os.path.basename(path)):
         values = parse(f"--flagfile={path}")
-        config_lib.DistillConfig(**values)  # every field present and typed
+        # The paths a user adds on the command line (make demo passes the
+        # teacher); every combination the file sets must then validate.
+        for name in ("teacher_model_name_or_path", "input_dir", "output_dir"):
+          values[name] = values[name] or f"/given/{name}"
+        config_lib.validate(config_lib.DistillConfig(**values))
+
+  def test_the_finetune_flagfile_validates(self):
+    flag_values = flags.FlagValues()
+    config_lib.define_finetune_flags(flag_values)
+    flag_values(["finetune", f"--flagfile={REPO}/configs/finetune_clue.flags",
+                 "--model_name_or_path=/given/model", "--output_dir=/given/out",
+                 "--task=afqmc", "--data_dir=/given/data"])
+    values = {name: flag_values[name].value
+              for name in config_lib.FinetuneConfig.__dataclass_fields__}
+    config_lib.validate_finetune(config_lib.FinetuneConfig(**values))
 
   def test_finetune_flagfile_is_the_recipes_search(self):
     flag_values = flags.FlagValues()
