@@ -257,9 +257,6 @@ class MultiRelationLossTest(tf.test.TestCase):
                      args["mode"])
 
 
-if __name__ == "__main__":
-  tf.test.main()
-
 
 class EmbeddingLossTest(tf.test.TestCase):
 
@@ -281,3 +278,7 @@ class EmbeddingLossTest(tf.test.TestCase):
                         atol=1e-6)
     with self.assertRaisesRegex(ValueError, "one of .'cosine', 'mse'.*'l1'"):
       losses.embedding_loss(student, teacher, "l1")
+
+
+if __name__ == "__main__":
+  tf.test.main()

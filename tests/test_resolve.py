@@ -98,9 +98,6 @@ class ResolveTest(hf_fixtures.TinyModelTestCase):
                  max_seq_length=41)
 
 
-if __name__ == "__main__":
-  tf.test.main()
-
   def test_a_converted_teacher_keeps_its_head_or_refuses_the_term(self):
     # bin/convert_teacher carries a sentence-transformers head over when it
     # keeps every layer; below them the head (trained on the last layer's
@@ -155,3 +152,7 @@ if __name__ == "__main__":
                                         embedding_pooling="max"))
     self.assertEqual(plain.teacher_head.pooling, "max")
     self.assertIsNone(resolve.resolve(self.config()).teacher_head)
+
+
+if __name__ == "__main__":
+  tf.test.main()

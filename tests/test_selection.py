@@ -180,9 +180,6 @@ class SelectedStudentTest(hf_fixtures.TinyModelTestCase):
         selection.check_fits(small, small.replace(**change))
 
 
-if __name__ == "__main__":
-  tf.test.main()
-
 
 class ProjectionSelectionTest(tf.test.TestCase):
 
@@ -202,3 +199,7 @@ class ProjectionSelectionTest(tf.test.TestCase):
         sentence_embedding.SentenceHead("cls", dense), teacher, student)
     self.assertAllEqual(weight, dense.weight[:, [0, 2, 3, 5]])
     self.assertAllEqual(bias, dense.bias)
+
+
+if __name__ == "__main__":
+  tf.test.main()
