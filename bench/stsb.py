@@ -96,14 +96,16 @@ def model_source(model_dir):
     raise StsError(f"--model_dir={model_dir}: not a directory")
   hf_dir = os.path.join(model_dir, "hf")
   source = hf_dir if os.path.isdir(hf_dir) else model_dir
-  if not os.path.isfile(os.path.join(source, "config.json")):
+  if not any(os.path.isfile(os.path.join(source, name))
+             for name in ("config.json", convert.CONVERTED_CONFIG)):
     run = os.path.isfile(os.path.join(model_dir, "distill_config.json"))
     raise StsError(
         f"--model_dir={model_dir}: " + (
             "a bin/distill run directory; pass one of its model_<step>/ "
             "directories or a bin/export output" if run else
-            "no config.json (expected a HF model directory, a "
-            "model_<step>/ or a bin/export output)"))
+            f"no config.json or {convert.CONVERTED_CONFIG} (expected a HF "
+            "model directory, a converted teacher, a model_<step>/ or a "
+            "bin/export output)"))
   try:
     hidden = convert.read_encoder_config(source).hidden_size
     sentence_embedding.read_head(source, hidden)
