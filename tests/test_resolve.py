@@ -33,6 +33,18 @@ class ResolveTest(hf_fixtures.TinyModelTestCase):
         student_intermediate_size=30), **values)
     return config_lib.DistillConfig(**values)
 
+  def teacher_with_head(self, name, pooling):
+    """A copy of the tiny teacher with a sentence-transformers head (the
+    given pooling, Normalize)."""
+    import shutil  # pylint: disable=g-import-not-at-top
+    from tf_minilm import sentence_embedding  # pylint: disable=g-import-not-at-top
+    teacher = os.path.join(self.root, name)
+    shutil.copytree(self.bert, teacher)
+    sentence_embedding.write_head(
+        sentence_embedding.SentenceHead(pooling, normalize=True), teacher, 24,
+        16)
+    return teacher
+
   def refused(self, message, **values):
     with self.assertRaisesRegex(config_lib.ConfigError, message):
       config = self.config(**values)
@@ -104,12 +116,7 @@ class ResolveTest(hf_fixtures.TinyModelTestCase):
     # states) is dropped, recorded, and the embedding term refused.
     from tf_minilm import convert  # pylint: disable=g-import-not-at-top
     from tf_minilm import sentence_embedding  # pylint: disable=g-import-not-at-top
-    import shutil  # pylint: disable=g-import-not-at-top
-    source = os.path.join(self.root, "st_source")
-    shutil.copytree(self.bert, source)
-    sentence_embedding.write_head(
-        sentence_embedding.SentenceHead("mean", normalize=True), source, 24,
-        16)
+    source = self.teacher_with_head("st_source", "mean")
     full = os.path.join(self.root, "converted_full")
     convert.convert_teacher(source, full)
     head = resolve.resolve(self.config(
@@ -133,13 +140,7 @@ class ResolveTest(hf_fixtures.TinyModelTestCase):
                                 teacher_layer_index=1))
 
   def test_the_embedding_terms_pooling_comes_from_the_teachers_files(self):
-    from tf_minilm import sentence_embedding  # pylint: disable=g-import-not-at-top
-    import shutil  # pylint: disable=g-import-not-at-top
-    teacher = os.path.join(self.root, "st_teacher")
-    shutil.copytree(self.bert, teacher)
-    sentence_embedding.write_head(
-        sentence_embedding.SentenceHead("cls", normalize=True), teacher, 24,
-        16)
+    teacher = self.teacher_with_head("st_teacher", "cls")
     head = resolve.resolve(self.config(
         teacher_model_name_or_path=teacher, embedding_weight=0.5)).teacher_head
     self.assertEqual((head.pooling, head.dense, head.normalize),
