@@ -20,7 +20,6 @@ import os
 import tempfile
 import time
 
-import keras
 import tensorflow as tf
 
 from tf_minilm import config as config_lib
@@ -31,6 +30,7 @@ from tf_minilm import modeling
 from tf_minilm import resolve
 from tf_minilm import sample_data
 from tf_minilm import tokenization
+from tf_minilm import trainer
 
 MODES = data.BATCHING_MODES
 
@@ -86,15 +86,15 @@ def step_throughput(shards, vocab, args):
         tokenizer_settings=tokenization.WordPieceSettings(
             vocab, True, tokenization.MAX_CHARS_PER_WORD, "(generated)"),
         shards=shards, eval_shards=None)
-    keras.utils.set_random_seed(1)
     task = distiller.DistillationTask(config, resolved, strategy,
                                       random_weights=True)
+    train_step = trainer.Trainer(task, strategy, config).train_step
     iterator = iter(task.train_dataset(0))
     for _ in range(args.warmup):
-      task.train_step(iterator)["loss"].numpy()
+      train_step(iterator)["loss"].numpy()
     real, computed, start = 0.0, 0.0, time.perf_counter()
     for _ in range(args.steps):
-      logs = task.train_step(iterator)
+      logs = train_step(iterator)
       real += float(logs["tokens"])
       computed += float(logs["computed_tokens"])
     elapsed = time.perf_counter() - start

@@ -25,11 +25,12 @@ def main(argv):
   del argv
   from tf_minilm import distiller  # pylint: disable=g-import-not-at-top
   from tf_minilm import resolve  # pylint: disable=g-import-not-at-top
+  from tf_minilm import trainer  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   config = config_lib.from_flags(flags.FLAGS)
   try:
     config_lib.validate(config)
-    if config.student_selection == "none":
+    if not config.selects_student:
       raise config_lib.ConfigError("student_selection", "none",
                                    "name a selection (first or uniform)")
     if config.student_vocab_size:
@@ -40,8 +41,9 @@ def main(argv):
   except config_lib.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  task = distiller.DistillationTask(config, resolved,
-                                    tf.distribute.get_strategy())
+  strategy = tf.distribute.get_strategy()
+  task = distiller.DistillationTask(config, resolved, strategy)
+  trainer.Trainer(task, strategy, config)  # seeds, selects and builds
   task.export(flags.FLAGS.model_dir)
   print(f"selected student written to {flags.FLAGS.model_dir}")
 

@@ -34,6 +34,7 @@ from tf_minilm import distiller
 from tf_minilm import losses
 from tf_minilm import modeling
 from tf_minilm import resolve
+from tf_minilm import trainer
 
 
 def layer_flops(length, hidden, ffn):
@@ -160,8 +161,9 @@ def main():
   build_start = time.perf_counter()
   task = distiller.DistillationTask(config, resolved, strategy,
                                     random_weights=True)
+  train_step = trainer.Trainer(task, strategy, config).train_step
   build_seconds = time.perf_counter() - build_start
-  models, train_step = task.models, task.train_step
+  models = task.models
 
   rng = np.random.default_rng(0)
   ids = rng.integers(5, args.vocab_size, size=(args.batch_size,

@@ -10,13 +10,12 @@ import json
 import os
 import random
 import re
-import subprocess
-import sys
 import tarfile
 
 import tensorflow as tf
 
 import hf_fixtures
+import script_runs
 from tf_minilm import sentence_embedding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,13 +74,7 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
         24, 16)
 
   def quality(self, flags, expect_rc=0):
-    proc = subprocess.run([sys.executable, QUALITY] + flags,
-                          capture_output=True, text=True, timeout=900)
-    if proc.returncode != expect_rc:
-      self.fail(f"bench/quality.py exited {proc.returncode}, expected "
-                f"{expect_rc}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n"
-                f"{proc.stderr[-5000:]}")
-    return proc
+    return script_runs.run_script(self, QUALITY, flags, expect_rc)
 
   def flags(self, work_dir, archive, **overrides):
     values = dict(work_dir=work_dir, teacher=self.teacher,

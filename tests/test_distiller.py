@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 import hf_fixtures
+import script_runs
 from tf_minilm import convert
 from tf_minilm import sample_data
 
@@ -65,12 +66,8 @@ class DistillTestBase(hf_fixtures.TinyModelTestCase):
     return [f"--{k}={v}" for k, v in values.items()]
 
   def distill(self, flags, expect_rc=0, env=None):
-    proc = subprocess.run([sys.executable, DISTILL] + flags, capture_output=True,
-                          text=True, timeout=600, env=env)
-    if proc.returncode != expect_rc:
-      self.fail(f"bin/distill exited {proc.returncode}, expected {expect_rc}\n"
-                f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}")
-    return proc
+    return script_runs.run_script(self, DISTILL, flags, expect_rc, timeout=600,
+                                  env=env)
 
   def start_long_run(self, output_dir, until_step, stderr=None):
     """A bin/distill process that trains (almost) forever, once it has logged
@@ -464,22 +461,25 @@ class DistillSafetyTest(DistillTestBase):
     # max_steps and the logging/saving cadence may change.
     self.distill(self.flags(out, max_steps=6, save_steps=3, logging_steps=3))
     self.assertTrue(os.path.isdir(os.path.join(out, "model_6")))
-    # A stored config that no longer matches the checkpoint is not exported
-    # with random weights for what the checkpoint lacks.
+    # A checkpoint that does not match the student its newest model_<step>/
+    # describes is not exported with random weights for what it lacks.
     from tf_minilm import export  # pylint: disable=g-import-not-at-top
-    config = json.loads(stored)
-    config.update(num_layers=4)
-    with open(os.path.join(out, "distill_config.json"), "w") as f:
-      json.dump(config, f)
-    with self.assertRaisesRegex(export.ExportError, "does not hold every weight"
-                                ".*refusing to export partly random weights"):
-      export.load_student(out)
-    config.update(num_layers=2, student_intermediate_size=19)
-    with open(os.path.join(out, "distill_config.json"), "w") as f:
-      json.dump(config, f)
-    with self.assertRaisesRegex(export.ExportError, "in its shape; refusing "
-                                "to export partly random weights"):
-      export.load_student(out)
+    from tf_minilm import modeling  # pylint: disable=g-import-not-at-top
+    trained = convert.read_hf_config(os.path.join(out, "model_6", "hf"))[0]
+    for change, message in (
+        (dict(num_layers=3), "does not hold every weight"),
+        (dict(intermediate_size=19), "in its shape")):
+      foreign = os.path.join(out, "model_7")
+      convert.export_hf(modeling.Encoder(trained.replace(**change)),
+                        os.path.join(foreign, "hf"),
+                        tokenizer_dir=os.path.join(out, "model_6", "hf"),
+                        overwrite=True)
+      with self.assertRaisesRegex(export.ExportError, message +
+                                  ".*refusing to export partly random "
+                                  "weights"):
+        export.load_student(out)
+    shutil.rmtree(foreign)
+    self.assertEqual(export.load_student(out).config, trained)
 
   def test_a_moved_run_and_a_moved_corpus_resume(self):
     out = os.path.join(self.root, "before_move")
@@ -660,6 +660,7 @@ class LossScaleTest(DistillTestBase):
     from tf_minilm import distiller  # pylint: disable=g-import-not-at-top
     from tf_minilm import resolve  # pylint: disable=g-import-not-at-top
     from tf_minilm import tokenization  # pylint: disable=g-import-not-at-top
+    from tf_minilm import trainer  # pylint: disable=g-import-not-at-top
     flag_values = absl_flags.FlagValues()
     config_lib.define_flags(flag_values)
     flag_values(["distill"] + self.flags(os.path.join(self.root, "fp16"),
@@ -668,7 +669,7 @@ class LossScaleTest(DistillTestBase):
     keras.mixed_precision.set_global_policy(config.amp_policy)
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     task = distiller.DistillationTask(config, resolve.resolve(config), strategy)
-    model = task.train_step
+    model = trainer.Trainer(task, strategy, config).train_step
     self.assertEqual(task.models.student_view.outputs[0].dtype, "float16")
     tokenizer = tokenization.BertTokenizer.from_model_dir(self.teacher)
     pipeline = data.PipelineConfig(max_seq_length=19, batch_size=3,
@@ -837,8 +838,8 @@ class EmbeddingStudentTest(DistillTestBase):
       theirs = SentenceTransformer(hf_dir, device="cpu").encode(texts)
       self.assertAllClose(ours, theirs, atol=1e-5, rtol=0)
 
-    # --overwrite replaces an earlier export only: never the run's teacher
-    # (read for the tokenizer and head), nor a directory of other files.
+    # --overwrite replaces an earlier export only: never the run's teacher,
+    # nor a directory of other files.
     teacher_dir = json.load(open(os.path.join(
         two, "distill_config.json")))["teacher_model_name_or_path"]
     other = os.path.join(self.root, "not_an_export")
@@ -867,26 +868,27 @@ class EmbeddingStudentTest(DistillTestBase):
       self.assertLessEqual({"tokenizer_class", "do_lower_case",
                             "model_max_length"}, json.load(f).keys())
 
-    # A run stored with a relative teacher path, exported from elsewhere.
+    # A run stored with a relative teacher path exports from elsewhere: what
+    # the run saved describes its student.
     relative_run = os.path.join(self.root, "relative_run")
     shutil.copytree(two, relative_run)
     config_path = os.path.join(relative_run, "distill_config.json")
     with open(config_path) as f:
       stored = json.load(f)
-    relative = os.path.relpath(teacher_dir, self.root)
-    stored["teacher_model_name_or_path"] = relative
+    stored["teacher_model_name_or_path"] = os.path.relpath(teacher_dir,
+                                                           self.root)
     with open(config_path, "w") as f:
       json.dump(stored, f)
     cwd = os.getcwd()
     os.chdir(self.get_temp_dir())
     try:
-      with self.assertRaisesRegex(export.ExportError, re.escape(
-          f"the run's teacher {relative} (--teacher_model_name_or_path in "
-          f"{config_path}, relative to the directory bin/distill ran in) is "
-          "not a directory from")):
-        export.export(relative_run, os.path.join(self.root, "never_written"))
+      export.export(relative_run, os.path.join(self.root, "relative_export"))
     finally:
       os.chdir(cwd)
+    self.assertAllEqual(
+        export.load_student(relative_run).model.get_weights()[0],
+        export.load_student(os.path.join(two, "model_4")
+                            ).model.get_weights()[0])
 
 
 class DistillEquivalenceTest(DistillTestBase):

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 import hf_fixtures
+import script_runs
 from tf_minilm import convert
 from tf_minilm import finetune
 from tf_minilm import finetune_data
@@ -321,13 +322,7 @@ class FinetuneEndToEndTest(hf_fixtures.TinyModelTestCase):
     cls.model = cls.model_dir
 
   def finetune(self, flags, expect_rc=0):
-    proc = subprocess.run([sys.executable, FINETUNE] + flags,
-                          capture_output=True, text=True, timeout=900)
-    if proc.returncode != expect_rc:
-      self.fail(f"bin/finetune exited {proc.returncode}, expected {expect_rc}"
-                f"\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n"
-                f"{proc.stderr[-5000:]}")
-    return proc
+    return script_runs.run_script(self, FINETUNE, flags, expect_rc)
 
   def _custom_task(self, name, shuffle_labels=False):
     d = os.path.join(self.root, name)

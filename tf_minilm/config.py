@@ -1,10 +1,14 @@
-"""The distillation config: absl flags -> one frozen, validated dataclass.
+"""The training configs: absl flags -> one frozen, validated dataclass per task.
 
-`define_flags()` declares every flag (importing this module parses nothing);
-`from_flags()` maps them once into `DistillConfig`; `validate()` checks each
-value and their combinations, naming flag and value. What needs the files a
-config names (teacher, vocabulary, shards, a previous run) is checked once by
-`resolve.resolve`. This module imports nothing else of the package.
+`TrainingConfig` holds what every training task shares (runtime,
+optimizer, loop, output); `DistillConfig` and `FinetuneConfig` add their
+task's fields. `define_flags()` / `define_finetune_flags()` declare one flag
+per field (importing this module parses nothing); `from_flags()` /
+`finetune_from_flags()` map them once into the dataclass; `validate()` /
+`validate_finetune()` check each value and their combinations, naming flag
+and value. What needs the files a config names (teacher, vocabulary, shards,
+a previous run) is checked once by `resolve.resolve`. This module imports
+nothing else of the package but its errors.
 """
 
 import dataclasses
@@ -14,6 +18,8 @@ import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from absl import flags
+
+from tf_minilm import errors
 
 CONFIG_FILENAME = "distill_config.json"
 # Flags that may differ when a run resumes in an existing output_dir: they
@@ -28,7 +34,7 @@ MAX_SEED = 2 ** 31 - 1
 STORED_DIGEST_KEYS = ("input_digests", "input_identities")
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.InputError):
   """A flag value (or combination) that cannot run; names the flag (or, with
   `env=True`, the environment variable)."""
 
@@ -38,12 +44,49 @@ class ConfigError(ValueError):
     self.flag = flag
 
 
-@dataclasses.dataclass(frozen=True)
-class DistillConfig:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainingConfig:
+  """What every training task shares: where it writes, the runtime
+  (devices, precision), the optimizer and the loop's bookkeeping. A task's
+  config redeclares a field only to give it the task's own default."""
+  output_dir: str
+  max_seq_length: int = 128
+  batch_size: int = 32
+  learning_rate: float = 2e-5
+  weight_decay: float = 0.01
+  adam_epsilon: float = 1e-8
+  max_grad_norm: float = 1.0
+  grad_accum_steps: int = 1
+  dropout: float = 0.1
+  seed: int = 42
+  device: str = "gpu"
+  strategy: str = "mirrored"
+  cpu_replicas: int = 1
+  tpu: str = ""
+  use_amp: bool = False
+  amp_dtype: str = "float16"
+  jit: bool = False
+  logging_steps: int = 50
+  keep_checkpoints: int = 1
+  exit_after_steps: int = 0
+  max_consecutive_skipped_steps: int = 50
+
+  @property
+  def amp_policy(self) -> str:
+    """The Keras mixed-precision policy of the run."""
+    return f"mixed_{self.amp_dtype}" if self.use_amp else "float32"
+
+  @property
+  def dynamic_loss_scale(self) -> bool:
+    """float16 overflows, so its gradients are scaled; bfloat16 does not."""
+    return self.use_amp and self.amp_dtype == "float16"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DistillConfig(TrainingConfig):
   """Every setting of a distillation run (see `define_flags` for meanings)."""
   teacher_model_name_or_path: str
   input_dir: str
-  output_dir: str
   model_type: str = "ppminilm"
   num_layers: int = 6
   teacher_model_type: str = "bert"
@@ -53,39 +96,26 @@ class DistillConfig:
   alpha: float = 0.0
   beta: float = 1.0
   relation_mask: str = "reference"
-  max_seq_length: int = 128
   reference_char_cut: bool = False
   batch_size: int = 128
   learning_rate: float = 6e-4
-  weight_decay: float = 0.01
-  adam_epsilon: float = 1e-8
-  max_grad_norm: float = 1.0
   warmup_steps: int = 4000
   max_steps: int = 400_000
-  grad_accum_steps: int = 1
   logging_steps: int = 20
   save_steps: int = 20_000
   keep_checkpoints: int = 3
-  seed: int = 42
-  device: str = "gpu"
-  strategy: str = "mirrored"
-  cpu_replicas: int = 1
   use_amp: bool = True
-  amp_dtype: str = "float16"
-  jit: bool = False
   padding: str = "longest"
   batching: str = "random"
   group_window: int = 100
   deterministic_data: bool = False
   shuffle_buffer: int = 100_000
-  dropout: float = 0.1
   teacher_dropout: bool = False
   teacher_half_precision: bool = False
   student_init: Optional[str] = None
   eval_input_dir: Optional[str] = None
   eval_every: int = 0
   eval_batches: int = 50
-  exit_after_steps: int = 0
   student_hidden_size: int = 0
   student_num_heads: int = 0
   student_intermediate_size: int = 0
@@ -94,8 +124,16 @@ class DistillConfig:
   embedding_weight: float = 0.0
   embedding_loss: str = "cosine"
   embedding_pooling: str = "auto"
-  max_consecutive_skipped_steps: int = 50
-  tpu: str = ""
+
+  @property
+  def distills_embedding(self) -> bool:
+    """The embedding term is on: both models run to their last layer."""
+    return self.embedding_weight > 0
+
+  @property
+  def selects_student(self) -> bool:
+    """The student starts from weights selected from its teacher."""
+    return self.student_selection != "none"
 
   @classmethod
   def from_json(cls, text: str, source: str) -> "DistillConfig":
@@ -114,21 +152,20 @@ class DistillConfig:
     except (ValueError, TypeError) as e:
       raise ValueError(f"{source}: not a distillation config ({e})") from None
 
-  @property
-  def amp_policy(self) -> str:
-    return f"mixed_{self.amp_dtype}" if self.use_amp else "float32"
-
 
 # The modes of padding, batching, relation_mask, embedding_loss and
 # embedding_pooling are data.PADDING_MODES, data.BATCHING_MODES,
 # losses.MASK_MODES, losses.EMBEDDING_LOSSES and "auto" +
 # sentence_embedding.POOLING_MODES (a test keeps them equal).
-_CHOICES = {
-    "model_type": ("ppminilm", "roberta"),
-    "teacher_model_type": ("bert", "roberta"),
+_COMMON_CHOICES = {
     "device": ("gpu", "cpu", "tpu"),
     "strategy": ("mirrored", "multi_worker", "one_device", "tpu"),
     "amp_dtype": ("float16", "bfloat16"),
+}
+_CHOICES = {
+    **_COMMON_CHOICES,
+    "model_type": ("ppminilm", "roberta"),
+    "teacher_model_type": ("bert", "roberta"),
     "padding": ("longest", "bucket"),
     "batching": ("random", "grouped"),
     "relation_mask": ("reference", "strict"),
@@ -143,7 +180,36 @@ _DEFAULTS = {field.name: field.default
              for field in dataclasses.fields(DistillConfig)}
 
 
+_COMMON_HELP = {
+    "learning_rate": "Peak learning rate.",
+    "weight_decay": "AdamW decay (not on biases and LayerNorm).",
+    "adam_epsilon": "Adam epsilon.",
+    "max_grad_norm": "Global-norm gradient clipping (0 disables).",
+    "grad_accum_steps": "Micro-batches per optimizer step.",
+    "seed": "Seed of initialisation, dropout and data order.",
+    "device": "Accelerator kind to run on.",
+    "strategy": "tf.distribute strategy.",
+    "cpu_replicas": "Split the CPU into this many logical devices (testing "
+                    "multi-replica code without GPUs).",
+    "tpu": "TPU name or grpc:// address for --strategy=tpu ('local' on a TPU "
+           "VM).",
+    "use_amp": "Mixed precision (dynamic loss scaling for float16).",
+    "amp_dtype": "Half-precision type with --use_amp.",
+    "jit": "XLA-compile the per-replica forward/backward.",
+    "logging_steps": "Log every this many steps.",
+    "keep_checkpoints": "Training checkpoints kept.",
+    "exit_after_steps": "Checkpoint and exit after this many steps of this "
+                        "process (time-sliced jobs; 0: run to the end). "
+                        "Running the same command again resumes.",
+    "max_consecutive_skipped_steps": "Stop with an error (exit 3) after this "
+                                     "many steps in a row with non-finite "
+                                     "gradients (float16 overflow skips a "
+                                     "step; a run of them means divergence).",
+}
+
+
 _HELP = {
+    **_COMMON_HELP,
     "teacher_model_name_or_path": "Local HF teacher directory or a converted "
                                   "teacher (bin/convert_teacher).",
     "input_dir": "Directory of text shards, one sentence per line.",
@@ -151,9 +217,6 @@ _HELP = {
                   "resolved config go here.",
     "model_type": "Student architecture family.",
     "teacher_model_type": "Teacher family (checked against its config.json).",
-    "device": "Accelerator kind to run on.",
-    "strategy": "tf.distribute strategy.",
-    "amp_dtype": "Half-precision type with --use_amp.",
     "padding": "longest: pad each batch to its longest row (reference); "
                "bucket: to multiples of 32 (for --jit).",
     "relation_mask": "reference: PaddleNLP's masking; strict: padded "
@@ -178,19 +241,10 @@ _HELP = {
     "batch_size": "Sequences per replica per micro-batch.",
     "warmup_steps": "Linear learning-rate warm-up steps.",
     "max_steps": "Training steps; the learning rate reaches 0 here.",
-    "grad_accum_steps": "Micro-batches per optimizer step.",
-    "logging_steps": "Log every this many steps.",
     "save_steps": "Checkpoint and export every this many steps.",
-    "keep_checkpoints": "Training checkpoints kept.",
-    "seed": "Seed of initialisation, dropout and data order.",
-    "cpu_replicas": "Split the CPU into this many logical devices (testing "
-                    "multi-replica code without GPUs).",
     "shuffle_buffer": "Lines in the shuffle buffer.",
     "eval_every": "Evaluate on --eval_input_dir every this many steps.",
     "eval_batches": "Held-out batches per evaluation.",
-    "exit_after_steps": "Checkpoint and exit after this many steps of this "
-                        "process (time-sliced jobs; 0: run to --max_steps). "
-                        "Running the same command again resumes.",
     "student_hidden_size": "Override the preset's hidden size (0: preset). "
                            "A --num_layers without a preset needs this, "
                            "--student_num_heads and "
@@ -211,12 +265,6 @@ _HELP = {
                          "(none: random initialisation, as the recipe). The "
                          "student must be no larger than the teacher in any "
                          "dimension.",
-    "max_consecutive_skipped_steps": "Stop with an error (exit 3) after this "
-                                     "many steps in a row with non-finite "
-                                     "gradients (float16 overflow skips a "
-                                     "step; a run of them means divergence).",
-    "tpu": "TPU name or grpc:// address for --strategy=tpu ('local' on a TPU "
-           "VM).",
     "embedding_weight": "Weight of the embedding term (0: off, the recipe): "
                         "the student's sentence embedding, pooled as the "
                         "teacher pools, pulled towards the teacher's. It "
@@ -232,13 +280,7 @@ _HELP = {
                          "for a teacher without them).",
     "alpha": "Head-head relation weight.",
     "beta": "Sample-sample relation weight.",
-    "learning_rate": "Peak learning rate.",
-    "weight_decay": "AdamW decay (not on biases and LayerNorm).",
-    "adam_epsilon": "Adam epsilon.",
-    "max_grad_norm": "Global-norm gradient clipping (0 disables).",
     "dropout": "Student hidden and attention dropout.",
-    "use_amp": "Mixed precision (dynamic loss scaling for float16).",
-    "jit": "XLA-compile the per-replica forward/backward.",
     "deterministic_data": "Reproducible data order (exact resume).",
     "teacher_dropout": "Run the teacher with dropout, as the reference does.",
     "teacher_half_precision": "Hold the teacher's weights in --amp_dtype.",
@@ -252,8 +294,7 @@ def define_dataclass_flags(cls, helps: Dict[str, str],
                            choices: Dict[str, Tuple[str, ...]],
                            flag_values: flags.FlagValues) -> None:
   """Declares one flag per field of the dataclass `cls` (once)."""
-  first = dataclasses.fields(cls)[0].name
-  if first in flag_values:
+  if all(field.name in flag_values for field in dataclasses.fields(cls)):
     return
   for field in dataclasses.fields(cls):
     name, default = field.name, field.default
@@ -346,12 +387,12 @@ def validate(config: DistillConfig) -> None:
   _check(not (c.student_vocab_size and c.student_init), "student_vocab_size",
          c.student_vocab_size, "trims a student initialised at random; "
          "--student_init brings its own vocabulary")
-  _check(c.student_selection == "none" or not c.student_init,
+  _check(not (c.selects_student and c.student_init),
          "student_selection", c.student_selection,
          "selects a new student from the teacher; --student_init continues "
          "an exported one: give one of them")
   for flag in ("embedding_loss", "embedding_pooling"):
-    _check(c.embedding_weight or getattr(c, flag) == _DEFAULTS[flag], flag,
+    _check(c.distills_embedding or getattr(c, flag) == _DEFAULTS[flag], flag,
            getattr(c, flag), "applies only with --embedding_weight > 0")
   _check(c.max_steps >= c.warmup_steps, "max_steps", c.max_steps,
          f"must be >= --warmup_steps={c.warmup_steps}")
@@ -417,11 +458,10 @@ CLUE_TASKS = ("afqmc", "tnews", "iflytek", "cmnli", "ocnli", "cluewsc2020",
               "csl")
 
 
-@dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FinetuneConfig(TrainingConfig):
   """Every setting of a fine-tuning run (see `define_finetune_flags`)."""
   model_name_or_path: str
-  output_dir: str
   task: str = "custom"
   data_dir: str = ""
   train_file: str = ""
@@ -434,30 +474,10 @@ class FinetuneConfig:
   init_random: bool = False
   use_pooler: bool = True
   int8: bool = False
-  max_seq_length: int = 128
-  batch_size: int = 32
-  learning_rate: float = 2e-5
   learning_rates: str = ""
   batch_sizes: str = ""
   epochs: int = 3
   warmup_proportion: float = 0.1
-  weight_decay: float = 0.01
-  adam_epsilon: float = 1e-8
-  max_grad_norm: float = 1.0
-  grad_accum_steps: int = 1
-  dropout: float = 0.1
-  seed: int = 42
-  device: str = "gpu"
-  strategy: str = "mirrored"
-  cpu_replicas: int = 1
-  tpu: str = ""
-  use_amp: bool = False
-  amp_dtype: str = "float16"
-  jit: bool = False
-  logging_steps: int = 50
-  keep_checkpoints: int = 1
-  exit_after_steps: int = 0
-  max_consecutive_skipped_steps: int = 50
 
   def grid(self) -> Tuple[Tuple[float, int], ...]:
     """(learning rate, batch size) settings to train: the grid of
@@ -475,13 +495,12 @@ def setting_name(learning_rate: float, batch_size: int) -> str:
 
 
 _FINETUNE_CHOICES = {
+    **_COMMON_CHOICES,
     "task": CLUE_TASKS + ("custom",),
-    "device": _CHOICES["device"],
-    "strategy": _CHOICES["strategy"],
-    "amp_dtype": _CHOICES["amp_dtype"],
 }
 
 _FINETUNE_HELP = {
+    **_COMMON_HELP,
     "model_name_or_path": "A bin/distill model_<step>/ directory, a local HF "
                           "BERT/RoBERTa directory, or a bin/convert_teacher "
                           "directory.",
@@ -513,28 +532,11 @@ _FINETUNE_HELP = {
                       "(truncated as transformers does; pairs longest "
                       "first).",
     "batch_size": "Examples per replica per micro-batch.",
-    "learning_rate": "Peak learning rate.",
     "learning_rates": "Comma-separated: search these learning rates.",
     "batch_sizes": "Comma-separated: search these batch sizes.",
     "epochs": "Passes over the training examples.",
     "warmup_proportion": "Share of the steps of linear warm-up.",
-    "weight_decay": "AdamW decay (not on biases and LayerNorm).",
-    "adam_epsilon": "Adam epsilon.",
-    "max_grad_norm": "Global-norm gradient clipping (0 disables).",
-    "grad_accum_steps": "Micro-batches per optimizer step.",
     "dropout": "Dropout before the classifier.",
-    "seed": "Seed of initialisation, dropout and data order.",
-    "device": _HELP["device"],
-    "strategy": _HELP["strategy"],
-    "cpu_replicas": _HELP["cpu_replicas"],
-    "tpu": _HELP["tpu"],
-    "use_amp": _HELP["use_amp"],
-    "amp_dtype": _HELP["amp_dtype"],
-    "jit": _HELP["jit"],
-    "logging_steps": _HELP["logging_steps"],
-    "keep_checkpoints": _HELP["keep_checkpoints"],
-    "exit_after_steps": _HELP["exit_after_steps"],
-    "max_consecutive_skipped_steps": _HELP["max_consecutive_skipped_steps"],
 }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from tf_minilm import errors
 from tf_minilm import io_utils
 from tf_minilm import modeling
 from tf_minilm import tokenization
@@ -44,7 +45,7 @@ IGNORED_NAMES = re.compile(
     r"embeddings\.position_ids$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.InputError):
   """A checkpoint directory or file that cannot be turned into an encoder."""
 
 

@@ -32,6 +32,7 @@ import unicodedata
 import zlib
 from typing import Dict, Iterator, List, Optional, Sequence, TextIO
 
+from tf_minilm import errors
 from tf_minilm import io_utils
 
 MANIFEST = "manifest.json"
@@ -74,7 +75,7 @@ _SENTENCE_END = re.compile(
     r"(?:[。！？；…]+|[.!?]+(?=[\s\"'”’)\]]|$))[\"'”’」』）)\]]*")
 
 
-class CorpusError(ValueError):
+class CorpusError(errors.InputError):
   """Input that cannot be prepared: names the file and the problem."""
 
 

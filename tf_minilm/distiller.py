@@ -2,7 +2,8 @@
 self-attention relations (PP-MiniLM / MiniLMv2).
 
 config -> resolve (files read once) -> DistillationTask (models, inputs, the
-relation loss) -> trainer.fit (the shared loop) -> layout (run directory).
+relation loss, export) -> trainer.Trainer (step, checkpoint, lifecycle,
+loop) -> layout (run directory).
 
 Per replica the teacher's Q/K/V at its tap (frozen, computed only up to the
 tap) and the student's at its tap feed `losses.multi_relation_loss`; the
@@ -86,7 +87,7 @@ def build_models(config: config_lib.DistillConfig,
   """
   half = config.amp_dtype if config.use_amp else "float32"
   teacher_dtype = half if config.teacher_half_precision else config.amp_policy
-  embedding = bool(config.embedding_weight)
+  embedding = config.distills_embedding
   # The embedding term needs the teacher's last layer; the relations only
   # its tap.
   tap_depth = dict(num_layers=(resolved.teacher.num_layers if embedding else
@@ -135,19 +136,17 @@ def initial_projection(config: config_lib.DistillConfig,
         width, resolved.student.hidden_size):
       return dense
     return None
-  if config.student_selection != "none":
+  if config.selects_student:
     weight, bias = selection.select_projection(
         resolved.teacher_head, resolved.teacher, resolved.student)
     return sentence_embedding.Dense(weight, bias)
   return None
 
 
-class DistillationTask:
-  """Models, the relation loss, the training state and the inputs of a run.
-
-  The models are built inside the strategy's scope by `build_models`
-  (`random_weights` for benchmarks).
-  """
+class DistillationTask(trainer.Task):
+  """The teacher and student, the relation loss, the inputs and the export
+  of a run (`random_weights`: random initialisations of the resolved
+  architectures, for benchmarks)."""
 
   def __init__(self, config: config_lib.DistillConfig,
                resolved: resolve_lib.Resolved,
@@ -155,6 +154,12 @@ class DistillationTask:
     self.config = config
     self.resolved = resolved
     self.strategy = strategy
+    self.random_weights = random_weights
+    self.schedule = trainer.Schedule(
+        max_steps=config.max_steps, warmup_steps=config.warmup_steps,
+        save_steps=config.save_steps, eval_every=config.eval_every,
+        global_batch=config.batch_size * strategy.num_replicas_in_sync *
+        config.grad_accum_steps)
     # The student's id of each teacher id (trimmed vocabulary), else None.
     self.student_id_map = None
     if resolved.student_teacher_ids is not None:
@@ -162,60 +167,57 @@ class DistillationTask:
           resolved.student_teacher_ids, resolved.teacher.vocab_size,
           resolved.student_teacher_ids.index(
               resolved.tokenizer_settings.unk_id))
-    student_tensors = (
-        None if config.student_selection == "none" else
-        selected_student_tensors(config, resolved, random_weights))
+    self._student_tensors = None
+    self.models: Optional[Models] = None
     self.projection = None
+    self._eval_dataset = None
+
+  def prepare(self) -> None:
+    if self.config.selects_student:
+      self._student_tensors = selected_student_tensors(
+          self.config, self.resolved, self.random_weights)
+
+  def build(self) -> None:
+    config, resolved = self.config, self.resolved
+    self.models = build_models(config, resolved, self.random_weights,
+                               self._student_tensors)
+    self._student_tensors = None
     projection_width = resolved.teacher_head and \
         sentence_embedding.projection_width(
             resolved.teacher_head, resolved.teacher.hidden_size,
             resolved.student.hidden_size)
-    with strategy.scope():
-      self.models = build_models(config, resolved, random_weights,
-                                 student_tensors)
-      del student_tensors
-      if projection_width:
-        self.projection = sentence_embedding.build_projection(
-            projection_width, resolved.student,
-            initial_projection(config, resolved, projection_width))
-      if config.embedding_weight:
-        # The embedding term reaches every layer (the pooler excepted, which
-        # the student view does not hold).
-        trainable = list(self.models.student_view.trainable_weights)
-        if self.projection is not None:
-          trainable += self.projection.trainable_weights
-      else:
-        # Only the student's weights at or below its tap get gradients; the
-        # rest (layers above, the tap's attention output and FFN, the pooler)
-        # are exported untouched (MiniLMv2 intends this).
-        tap_attention = self.models.student.layers[
-            config.student_layer_index].attention
-        unused = {id(w) for w in tap_attention.output_dense.weights +
-                  tap_attention.layer_norm.weights}
-        trainable = [w for w in self.models.student_view.trainable_weights
-                     if id(w) not in unused]
-      self.train_step = trainer.TrainStep(
-          strategy, self.loss, trainable, trainer.OptimizationConfig(
-              learning_rate=config.learning_rate,
-              warmup_steps=config.warmup_steps, total_steps=config.max_steps,
-              weight_decay=config.weight_decay,
-              adam_epsilon=config.adam_epsilon,
-              max_grad_norm=config.max_grad_norm,
-              grad_accum_steps=config.grad_accum_steps,
-              dynamic_loss_scale=config.use_amp and
-              config.amp_dtype == "float16",
-              jit=config.jit))
-    # Dropout seed states: restoring them makes a resumed run draw the same
-    # masks as an uninterrupted one.
-    rng_states = [v.value for encoder in (self.models.student,
-                                          self.models.teacher)
-                  for v in encoder.model.variables
-                  if v.name == "seed_generator_state"]
-    extra = {} if self.projection is None else {
-        "projection": self.projection}
-    self.checkpoint = tf.train.Checkpoint(
-        student=self.models.student.model, rng_states=rng_states,
-        **extra, **self.train_step.checkpoint_items())
+    if projection_width:
+      self.projection = sentence_embedding.build_projection(
+          projection_width, resolved.student,
+          initial_projection(config, resolved, projection_width))
+
+  def trainable_weights(self):
+    if self.config.distills_embedding:
+      # The embedding term reaches every layer (the pooler excepted, which
+      # the student view does not hold).
+      trainable = list(self.models.student_view.trainable_weights)
+      if self.projection is not None:
+        trainable += self.projection.trainable_weights
+      return trainable
+    # Only the student's weights at or below its tap get gradients; the rest
+    # (layers above, the tap's attention output and FFN, the pooler) are
+    # exported untouched (MiniLMv2 intends this).
+    tap_attention = self.models.student.layers[
+        self.config.student_layer_index].attention
+    unused = {id(w) for w in tap_attention.output_dense.weights +
+              tap_attention.layer_norm.weights}
+    return [w for w in self.models.student_view.trainable_weights
+            if id(w) not in unused]
+
+  def model_weights(self):
+    return self.models.student.model.weights
+
+  def checkpointed(self):
+    extra = {} if self.projection is None else {"projection": self.projection}
+    return dict(student=self.models.student.model, **extra)
+
+  def dropout_models(self):
+    return [self.models.student.model, self.models.teacher.model]
 
   def loss(self, batch, training: bool) -> trainer.StepLoss:
     c = self.config
@@ -230,7 +232,7 @@ class DistillationTask:
         [tf.stop_gradient(teacher_qkv[n]) for n in ("query", "key", "value")],
         mask, c.num_relation_heads, c.alpha, c.beta, c.relation_mask)
     total, terms = out.total, dict(out.terms)
-    if c.embedding_weight:
+    if c.distills_embedding:
       head = self.resolved.teacher_head
       teacher_embedding = sentence_embedding.embed_with_head(
           teacher_qkv["sequence_output"], mask, head, normalize=False)
@@ -274,6 +276,8 @@ class DistillationTask:
                                       pipeline, ctx, skip_batches=consumed))
 
   def eval_dataset(self):
+    """The held-out batches every evaluation reads (None without
+    --eval_input_dir)."""
     if not self.resolved.eval_shards:
       return None
     pipeline = dataclasses.replace(self.pipeline(), repeat=False,
@@ -283,6 +287,14 @@ class DistillationTask:
         lambda ctx: data.make_dataset(self.resolved.eval_shards, tokenizer,
                                       pipeline, ctx).take(
                                           self.config.eval_batches))
+
+  def evaluate(self, step, train_step):
+    del step
+    if self._eval_dataset is None:
+      self._eval_dataset = self.eval_dataset()
+    if self._eval_dataset is None:
+      return None
+    return trainer.loss_means(train_step, self._eval_dataset)
 
   def export(self, model_dir: str) -> None:
     """`model_dir` with the student as Keras and HF files, written atomically."""
@@ -295,31 +307,13 @@ class DistillationTask:
       hf_dir = os.path.join(staging, layout_lib.STUDENT_HF)
       convert.export_hf(self.models.student, hf_dir,
                         tokenizer_dir=tokenizer_dir)
-      if self.config.embedding_weight:
+      if self.config.distills_embedding:
         head = self.resolved.teacher_head
         sentence_embedding.write_head(
             sentence_embedding.student_head(head, self.projection),
             hf_dir, self.resolved.student.hidden_size,
             self.config.max_seq_length)
       convert.copy_tokenizer_files(tokenizer_dir, staging)
-
-  def as_trainer_task(self) -> trainer.Task:
-    return trainer.Task(
-        train_step=self.train_step, checkpoint=self.checkpoint,
-        train_dataset=self.train_dataset, export=self.export,
-        model_weights=self.models.student.model.weights,
-        eval_dataset=self.eval_dataset())
-
-
-def loop_config(config: config_lib.DistillConfig,
-                strategy: tf.distribute.Strategy) -> trainer.LoopConfig:
-  return trainer.LoopConfig(
-      max_steps=config.max_steps, logging_steps=config.logging_steps,
-      save_steps=config.save_steps, keep_checkpoints=config.keep_checkpoints,
-      exit_after_steps=config.exit_after_steps, eval_every=config.eval_every,
-      max_consecutive_skipped_steps=config.max_consecutive_skipped_steps,
-      global_batch=config.batch_size * strategy.num_replicas_in_sync *
-      config.grad_accum_steps)
 
 
 def trim_student_vocabulary(
@@ -367,32 +361,19 @@ def run(config: config_lib.DistillConfig) -> trainer.RunResult:
   resolved = resolve_lib.resolve(config)
   strategy = trainer.make_strategy(config.device, config.strategy,
                                    config.cpu_replicas, config.tpu)
-  keras.utils.set_random_seed(config.seed)
-  keras.mixed_precision.set_global_policy(config.amp_policy)
-  try:
+  with trainer.precision_policy(config.amp_policy):
     vocab_files = None
     if config.student_vocab_size:
       resolved, vocab_files = trim_student_vocabulary(
           config, resolved, DistillationTask.pipeline_config(config))
     # Loading checks every weight, so a broken checkpoint stops the run
     # before anything is written.
-    task = DistillationTask(config, resolved, strategy)
+    run_trainer = trainer.Trainer(
+        DistillationTask(config, resolved, strategy), strategy, config)
     layout = resolve_lib.run_layout(config)
-    chief = trainer.worker_name(strategy) is None
-    try:
-      lock = layout.prepare("bin/distill") if chief else None
-    except OSError as e:
-      raise trainer.RunError(io_utils.describe_os_error(e, config.output_dir)
-                             ) from None
-    try:
-      if chief:
-        layout.write_config(resume.stored_json(config))
-        if vocab_files is not None:
-          student_vocab.write(layout.student_vocab_dir, vocab_files)
-      return trainer.fit(task.as_trainer_task(), strategy,
-                         loop_config(config, strategy), layout)
-    finally:
-      if lock is not None:
-        lock.release()
-  finally:
-    keras.mixed_precision.set_global_policy("float32")
+
+    def write_vocabulary():
+      if vocab_files is not None:
+        student_vocab.write(layout.student_vocab_dir, vocab_files)
+    return run_trainer.run(layout, "bin/distill", resume.stored_json(config),
+                           on_start=write_vocabulary)

@@ -26,6 +26,7 @@ Shapes are checked with EnsureShape, which runs on every request (a signature
 does not check the rank of what it is given).
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -38,13 +39,12 @@ import tensorflow_text as tf_text
 
 from tf_minilm import config as config_lib
 from tf_minilm import convert
+from tf_minilm import errors
 from tf_minilm import io_utils
 from tf_minilm import layout as layout_lib
 from tf_minilm import modeling
 from tf_minilm import onnx_export
-from tf_minilm import resolve
 from tf_minilm import sentence_embedding
-from tf_minilm import student_vocab
 from tf_minilm import text_encoding
 from tf_minilm import tokenization
 
@@ -52,7 +52,7 @@ SAVED_MODEL = "saved_model"
 EXPORT_INFO = "export_info.json"
 
 
-class ExportError(ValueError):
+class ExportError(errors.InputError):
   """A source that cannot be exported, or an output that would be clobbered."""
 
 
@@ -185,124 +185,102 @@ def export_classifier(model: keras.Model,
       "serving_default": module.serve_text, "serving_pair": module.serve_pair})
 
 
-def load_student(source: str) -> modeling.Encoder:
-  """The student of a `model_{step}/` directory, a HF directory, or a training
-  output directory (its latest checkpoint)."""
-  hf_dir = os.path.join(source, layout_lib.STUDENT_HF)
-  if os.path.isdir(hf_dir):
-    return convert.load_encoder(hf_dir, dtype="float32", name="student")
-  if os.path.isfile(os.path.join(source, "config.json")):
-    return convert.load_encoder(source, dtype="float32", name="student")
+def _run_checkpoint(source: str) -> Optional[Tuple[str, str]]:
+  """For a bin/distill output directory: its latest checkpoint and its
+  newest model_<step>/ (the run's own description of the student: its
+  architecture, tokenizer and sentence-transformers head); None for other
+  sources."""
   layout = layout_lib.RunLayout(source, config_lib.CONFIG_FILENAME)
-  text = layout.read_config()
   checkpoint = tf.train.latest_checkpoint(layout.checkpoint_dir)
-  if text is None or not checkpoint:
+  if layout.read_config() is None or not checkpoint:
+    return None
+  steps = [int(name[len(layout_lib.MODEL_DIR_PREFIX):])
+           for name in os.listdir(source)
+           if name.startswith(layout_lib.MODEL_DIR_PREFIX) and
+           name[len(layout_lib.MODEL_DIR_PREFIX):].isdigit()]
+  if not steps:
     raise ExportError(
-        f"{source}: not a model_<step>/ directory, a HF model directory, nor a "
-        f"training output directory with {config_lib.CONFIG_FILENAME} and "
-        f"{layout_lib.CHECKPOINT_DIR}/")
-  config_path = layout.config_path
+        f"{source}: the run has a checkpoint ({os.path.basename(checkpoint)}) "
+        "but no model_<step>/ yet, which describes its student; rerun "
+        "bin/distill until its first save (--save_steps), then export")
+  return checkpoint, layout.model_dir(max(steps))
+
+
+def _model_dir(source: str) -> str:
+  """The directory whose files describe the model of `source`."""
+  run = _run_checkpoint(source)
+  if run is not None:
+    return run[1]
+  if os.path.isdir(os.path.join(source, layout_lib.STUDENT_HF)) or \
+      os.path.isfile(os.path.join(source, "config.json")):
+    return source
+  raise ExportError(
+      f"{source}: not a model_<step>/ directory, a HF model directory, nor a "
+      f"training output directory with {config_lib.CONFIG_FILENAME} and "
+      f"{layout_lib.CHECKPOINT_DIR}/")
+
+
+def _hf_dir(model_dir: str) -> str:
+  hf_dir = os.path.join(model_dir, layout_lib.STUDENT_HF)
+  return hf_dir if os.path.isdir(hf_dir) else model_dir
+
+
+def _restore(checkpoint: str, what: str, **objects) -> None:
+  """Every weight of `objects` from `checkpoint` (the optimizer's slots and
+  the step in it are not needed), else ExportError."""
   try:
-    config = config_lib.DistillConfig.from_json(text, config_path)
-  except ValueError as e:
-    raise ExportError(str(e)) from None
-  check_run_teacher(source, config, config_path)
-  teacher = convert.read_encoder_config(config.teacher_model_name_or_path)
-  teacher_tokenizer = tokenization.read_tokenizer(
-      config.teacher_model_name_or_path)
-  vocab_size = len(teacher_tokenizer.vocab)
-  if config.student_vocab_size:
-    try:
-      vocab_size = len(student_vocab.read(layout.student_vocab_dir,
-                                          teacher_tokenizer)[1])
-    except ValueError as e:
-      raise ExportError(f"{source}: the trimmed student vocabulary: {e}"
-                        ) from None
-  student = modeling.Encoder(
-      resolve.student_encoder_config(config, teacher, vocab_size),
-      dtype="float32", name="student")
-  try:
-    status = tf.train.Checkpoint(student=student.model).restore(checkpoint)
-    # Every student weight must come from the checkpoint (the optimizer's
-    # slots and the step in it are not needed).
+    status = tf.train.Checkpoint(**objects).restore(checkpoint)
     status.assert_existing_objects_matched().expect_partial()
   except (AssertionError, ValueError) as e:
     raise ExportError(
-        f"{checkpoint} does not hold every weight of the student that "
-        f"{config_path} describes, in its shape; refusing to export partly "
-        "random weights "
+        f"{checkpoint} does not hold every weight of {what}, in its shape; "
+        "refusing to export partly random weights "
         f"({str(e).splitlines()[0][:300]})") from None
+
+
+def load_student(source: str) -> modeling.Encoder:
+  """The student of a `model_{step}/` directory, a HF directory, or a training
+  output directory (the weights of its latest checkpoint in the architecture
+  its newest model_<step>/ describes)."""
+  model_dir = _model_dir(source)
+  student = convert.load_encoder(_hf_dir(model_dir), dtype="float32",
+                                 name="student")
+  run = _run_checkpoint(source)
+  if run is not None:
+    _restore(run[0], f"the student that {model_dir} describes",
+             student=student.model)
   return student
-
-
-def check_run_teacher(source: str, config: config_lib.DistillConfig,
-                      config_path: str) -> None:
-  """The run's teacher (its tokenizer, and its head for an embedding
-  student) must be reachable from here; a relative path is relative to where
-  bin/distill ran."""
-  path = config.teacher_model_name_or_path
-  if os.path.isdir(path):
-    return
-  where = ("" if os.path.isabs(path) else
-           ", relative to the directory bin/distill ran in")
-  raise ExportError(
-      f"{source}: the run's teacher {path} (--teacher_model_name_or_path in "
-      f"{config_path}{where}) is not a directory from {os.getcwd()}; run "
-      "bin/export from where bin/distill ran, or export one of the run's "
-      "model_<step>/ directories (they hold the tokenizer and head)")
 
 
 def load_sentence_head(source: str, student: modeling.Encoder
                        ) -> Optional[sentence_embedding.SentenceHead]:
-  """The sentence-transformers head of what `load_student` read: a HF
-  directory's own files, or for a training output directory run with
-  --embedding_weight, the teacher's head around the checkpoint's projection;
-  None where there is none."""
-  hidden = student.config.hidden_size
-  for hf_dir in (os.path.join(source, layout_lib.STUDENT_HF), source):
-    if os.path.isfile(os.path.join(hf_dir, "config.json")):
-      try:
-        return sentence_embedding.read_head(hf_dir, hidden)
-      except sentence_embedding.HeadError as e:
-        raise ExportError(str(e)) from None
-  layout = layout_lib.RunLayout(source, config_lib.CONFIG_FILENAME)
-  config = config_lib.DistillConfig.from_json(layout.read_config(),
-                                              layout.config_path)
-  if not config.embedding_weight:
-    return None
+  """The sentence-transformers head of what `load_student` read (for a
+  training output directory, its newest model_<step>/'s head with the
+  projection of the latest checkpoint); None where there is none."""
   try:
-    teacher = convert.read_encoder_config(config.teacher_model_name_or_path)
-    teacher_head = resolve.teacher_sentence_head(config, teacher)
-  except (ValueError, OSError) as e:
-    raise ExportError(f"{source}: the teacher's sentence-embedding head: {e}"
-                      ) from None
-  width = sentence_embedding.projection_width(teacher_head,
-                                              teacher.hidden_size, hidden)
-  projection = None
-  if width:
-    projection = sentence_embedding.build_projection(width, student.config)
-    checkpoint = tf.train.latest_checkpoint(layout.checkpoint_dir)
-    status = tf.train.Checkpoint(projection=projection).restore(checkpoint)
-    try:
-      status.assert_existing_objects_matched().expect_partial()
-    except AssertionError as e:
-      raise ExportError(f"{checkpoint} holds no embedding projection of "
-                        f"width {width} ({str(e).splitlines()[0][:300]})"
-                        ) from None
-  return sentence_embedding.student_head(teacher_head, projection)
+    head = sentence_embedding.read_head(_hf_dir(_model_dir(source)),
+                                        student.config.hidden_size)
+  except sentence_embedding.HeadError as e:
+    raise ExportError(str(e)) from None
+  run = _run_checkpoint(source)
+  if run is None or head is None or head.dense is None:
+    return head
+  projection = sentence_embedding.build_projection(
+      head.dense.weight.shape[0], student.config, head.dense)
+  _restore(run[0], f"an embedding projection of width "
+           f"{head.dense.weight.shape[0]}", projection=projection)
+  return dataclasses.replace(head, dense=sentence_embedding.Dense(
+      projection.kernel.numpy().T, projection.bias.numpy(),
+      head.dense.activation))
 
 
 def _tokenizer_dir(source: str) -> str:
   # hf/ first: a model_<step>/ directory's own tokenizer_config.json may be
   # the class-only file written beside a teacher that had none.
-  for candidate in (os.path.join(source, layout_lib.STUDENT_HF), source,
-                    os.path.join(source, layout_lib.STUDENT_VOCAB)):
+  model_dir = _model_dir(source)
+  for candidate in (os.path.join(model_dir, layout_lib.STUDENT_HF), model_dir):
     if tokenization.has_tokenizer_files(candidate):
       return candidate
-  text = layout_lib.RunLayout(source, config_lib.CONFIG_FILENAME).read_config()
-  if text is not None:
-    return config_lib.DistillConfig.from_json(
-        text, source).teacher_model_name_or_path
   raise ExportError(f"{source}: no vocab.txt or tokenizer.json found for the "
                     "tokenizer")
 
@@ -334,9 +312,8 @@ DEFAULT_MAX_SEQ_LENGTH = 128
 
 
 def _check_inputs_outside(output_dir: str, source: str) -> None:
-  """Refuses an output_dir that is, or holds, a directory the export reads:
-  the source, and for a training run the teacher its config names (the
-  tokenizer and sentence-transformers head come from there)."""
+  """Refuses an output_dir that is, or holds, the source, or for a training
+  run the teacher its config names."""
   inputs = [(source, "--source")]
   text = layout_lib.RunLayout(source, config_lib.CONFIG_FILENAME).read_config()
   if text is not None:
@@ -344,7 +321,7 @@ def _check_inputs_outside(output_dir: str, source: str) -> None:
       teacher = config_lib.DistillConfig.from_json(
           text, source).teacher_model_name_or_path
       inputs.append((teacher, f"the teacher that {source} was distilled "
-                     "from (its tokenizer and head are read from it)"))
+                     "from"))
     except ValueError:
       pass  # load_student names the broken config
   output = os.path.realpath(output_dir)

@@ -1,9 +1,10 @@
 """Fine-tuning a (distilled) encoder for text classification: `run(config)`.
 
 config -> examples (finetune_data) -> FineTuningTask (classifier, loss,
-inputs, per-epoch evaluation and export) -> trainer.fit (the loop distillation
-uses) -> best epoch -> best_model/ with a SavedModel; optional search over
-learning rates x batch sizes and a prediction file.
+inputs, per-epoch evaluation and export) -> trainer.Trainer (the step,
+checkpoint, lifecycle and loop distillation uses) -> best epoch ->
+best_model/ with a SavedModel; optional search over learning rates x batch
+sizes and a prediction file.
 
   <output_dir>/                     one setting (or each setting of a search
     finetune_config.json            in <output_dir>/lr<rate>_bs<size>/)
@@ -203,7 +204,7 @@ def selection_metric(num_labels: int) -> str:
 
 # ---------------------------------------------------------------- the task
 
-class FineTuningTask:
+class FineTuningTask(trainer.Task):
   """The classifier, its loss, inputs, evaluation and export for one setting
   (learning rate, batch size)."""
 
@@ -216,7 +217,7 @@ class FineTuningTask:
     self.labels = task_data.train.labels
     self.tokenizer_dir = tokenizer_dir(config.model_name_or_path)
     self.tokenizer_settings = tokenization.read_tokenizer(self.tokenizer_dir)
-    self.tokenizer = self.tokenizer_settings.tokenizer()
+    self.tokenizer: Optional[text_encoding.Tokenizer] = None
     self.global_batch = config.batch_size * strategy.num_replicas_in_sync
     self.steps_per_epoch = len(task_data.train.examples) // (
         self.global_batch * config.grad_accum_steps)
@@ -225,27 +226,34 @@ class FineTuningTask:
                         f"the {len(task_data.train.examples)} training "
                         f"examples make no step of {self.global_batch} x "
                         f"{config.grad_accum_steps} examples")
-    self.max_steps = self.steps_per_epoch * config.epochs
-    with strategy.scope():
-      self.classifier = load_source(config, len(self.labels))
-      self.train_step = trainer.TrainStep(
-          strategy, self.loss, self.classifier.model.trainable_weights,
-          trainer.OptimizationConfig(
-              learning_rate=config.learning_rate,
-              warmup_steps=int(config.warmup_proportion * self.max_steps),
-              total_steps=self.max_steps, weight_decay=config.weight_decay,
-              adam_epsilon=config.adam_epsilon,
-              max_grad_norm=config.max_grad_norm,
-              grad_accum_steps=config.grad_accum_steps,
-              dynamic_loss_scale=config.use_amp and
-              config.amp_dtype == "float16", jit=config.jit))
-    rng_states = [v.value for v in self.classifier.model.variables
-                  if v.name == "seed_generator_state"]
-    self.checkpoint = tf.train.Checkpoint(
-        classifier=self.classifier.model, rng_states=rng_states,
-        **self.train_step.checkpoint_items())
-    self._encode = make_encoder(self.tokenizer, config.max_seq_length,
-                                task_data.train.pairs)
+    max_steps = self.steps_per_epoch * config.epochs
+    self.schedule = trainer.Schedule(
+        max_steps=max_steps,
+        warmup_steps=int(config.warmup_proportion * max_steps),
+        save_steps=self.steps_per_epoch, eval_every=self.steps_per_epoch,
+        global_batch=self.global_batch * config.grad_accum_steps)
+    self.classifier: Optional[Classifier] = None
+    self._encode = None
+
+  def prepare(self) -> None:
+    self.tokenizer = self.tokenizer_settings.tokenizer()
+    self._encode = make_encoder(self.tokenizer, self.config.max_seq_length,
+                                self.data.train.pairs)
+
+  def build(self) -> None:
+    self.classifier = load_source(self.config, len(self.labels))
+
+  def trainable_weights(self):
+    return self.classifier.model.trainable_weights
+
+  def model_weights(self):
+    return self.classifier.model.weights
+
+  def checkpointed(self):
+    return {"classifier": self.classifier.model}
+
+  def dropout_models(self):
+    return [self.classifier.model]
 
   def loss(self, batch, training: bool) -> trainer.StepLoss:
     logits = self.classifier.model(model_inputs(batch), training=training)
@@ -286,7 +294,7 @@ class FineTuningTask:
         tf.nn.softmax(model(model_inputs(b), training=False)).numpy()
         for b in batches])
 
-  def evaluate(self, step: int) -> Dict[str, float]:
+  def evaluate(self, step: int, train_step=None) -> Dict[str, float]:
     """Dev metrics of the model at `step`, also recorded in eval_results.json
     (epochs are selected from there)."""
     labels = np.array([e.label for e in self.data.dev.examples])
@@ -307,12 +315,6 @@ class FineTuningTask:
                                                      layout_lib.STUDENT_HF),
                        self.tokenizer_dir, self.labels)
       write_info(staging, self.config, self.labels, self.data.train.pairs)
-
-  def as_trainer_task(self) -> trainer.Task:
-    return trainer.Task(
-        train_step=self.train_step, checkpoint=self.checkpoint,
-        train_dataset=self.train_dataset, export=self.export,
-        model_weights=self.classifier.model.weights, evaluate=self.evaluate)
 
 
 def read_eval_results(output_dir: str) -> Dict[str, Dict[str, float]]:
@@ -370,36 +372,19 @@ def _setting_dir(output_dir: str, rate: float, size: int, search: bool) -> str:
 
 
 def _train_setting(config: config_lib.FinetuneConfig, task_data: TaskData,
-                   strategy) -> Dict:
-  """Trains one setting into config.output_dir; returns its best epoch."""
+                   strategy) -> trainer.RunResult:
+  """Trains one setting into config.output_dir; a finished run's logs are
+  its best epoch (on the chief)."""
   layout = layout_lib.RunLayout(config.output_dir,
                                 config_lib.FINETUNE_CONFIG_FILENAME)
   stored = layout.read_config()
   if stored is not None:
     resume.check_resumable(config, stored, layout.config_path,
                            config_lib.FINETUNE_RESUMABLE_FIELDS)
-  keras.utils.set_random_seed(config.seed)
   task = FineTuningTask(config, task_data, strategy, layout)
-  chief = trainer.worker_name(strategy) is None
-  lock = layout.prepare("bin/finetune") if chief else None
-  try:
-    if chief:
-      layout.write_config(resume.stored_json(config))
-    result = trainer.fit(task.as_trainer_task(), strategy, trainer.LoopConfig(
-        max_steps=task.max_steps, logging_steps=config.logging_steps,
-        save_steps=task.steps_per_epoch,
-        keep_checkpoints=config.keep_checkpoints,
-        exit_after_steps=config.exit_after_steps,
-        eval_every=task.steps_per_epoch,
-        max_consecutive_skipped_steps=config.max_consecutive_skipped_steps,
-        global_batch=task.global_batch * config.grad_accum_steps), layout)
-    if not result.finished:
-      return {"finished": False, "step": result.step}
-    best = _keep_best(task, layout) if chief else {}
-    return dict(best, finished=True)
-  finally:
-    if lock is not None:
-      lock.release()
+  return trainer.Trainer(task, strategy, config).run(
+      layout, "bin/finetune", resume.stored_json(config),
+      on_finish=lambda: _keep_best(task, layout))
 
 
 def _keep_best(task: FineTuningTask, layout: layout_lib.RunLayout) -> Dict:
@@ -533,30 +518,30 @@ def run(config: config_lib.FinetuneConfig) -> trainer.RunResult:
                                    config.cpu_replicas, config.tpu)
   _check_batch_sizes(config, len(task_data.train.examples),
                      strategy.num_replicas_in_sync)
-  keras.mixed_precision.set_global_policy(
-      f"mixed_{config.amp_dtype}" if config.use_amp else "float32")
   grid = config.grid()
   search = len(grid) > 1
+  chief = trainer.worker_name(strategy) is None
   rows = []
-  try:
+  with trainer.precision_policy(config.amp_policy):
     for rate, size in grid:
       setting = dataclasses.replace(
           config, learning_rate=rate, batch_size=size, learning_rates="",
           batch_sizes="",
           output_dir=_setting_dir(config.output_dir, rate, size, search))
-      best = _train_setting(setting, task_data, strategy)
-      if not best["finished"]:
-        return trainer.RunResult(finished=False, step=best["step"], logs={})
-      print(f"lr {rate:g} bs {size}: best epoch {best['epoch']} | " +
-            " | ".join(f"{k} {v:.4f}" for k, v in best.items()
-                       if k in ("accuracy", "macro_f1")), flush=True)
-      rows.append(dict(best, learning_rate=rate, batch_size=size,
-                       directory=os.path.relpath(setting.output_dir,
-                                                 config.output_dir)))
+      result = _train_setting(setting, task_data, strategy)
+      if not result.finished:
+        return result
+      if chief:
+        best = result.logs
+        print(f"lr {rate:g} bs {size}: best epoch {best['epoch']} | " +
+              " | ".join(f"{k} {v:.4f}" for k, v in best.items()
+                         if k in ("accuracy", "macro_f1")), flush=True)
+        rows.append(dict(best, learning_rate=rate, batch_size=size,
+                         directory=os.path.relpath(setting.output_dir,
+                                                   config.output_dir)))
       keras.backend.clear_session()
-  finally:
-    keras.mixed_precision.set_global_policy("float32")
-  if search and trainer.worker_name(strategy) is None:
+  if search and chief:
     _write_table(config.output_dir, rows,
                  selection_metric(len(task_data.train.labels)))
-  return trainer.RunResult(finished=True, step=0, logs=rows[-1])
+  return trainer.RunResult(finished=True, step=0,
+                           logs=rows[-1] if rows else {})

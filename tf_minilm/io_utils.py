@@ -19,13 +19,16 @@ import stat
 import tempfile
 from typing import Iterator, Optional, Type
 
+from tf_minilm import errors
+
 _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
 LOCK_FILE = ".lock"
 SNIFF_BYTES = 1 << 16
 
 
-class LockedError(RuntimeError):
+class LockedError(errors.CommandError, RuntimeError):
   """Another live process holds the lock of a directory."""
+  exit_code = 2
 
 
 class LockLostError(RuntimeError):

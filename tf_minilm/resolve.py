@@ -66,7 +66,7 @@ def student_encoder_config(config: config_lib.DistillConfig,
   overrides = {name: getattr(config, f"student_{name}")
                for name in ("hidden_size", "num_heads", "intermediate_size")
                if getattr(config, f"student_{name}")}
-  if config.student_selection != "none":
+  if config.selects_student:
     overrides.update(
         layer_norm_eps=teacher.layer_norm_eps,
         type_vocab_size=teacher.type_vocab_size,
@@ -201,7 +201,7 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
     student = student_encoder_config(c, teacher, len(settings.vocab))
   except ValueError as e:
     raise _shape_error(c, e) from None
-  if c.student_selection != "none":
+  if c.selects_student:
     try:
       selection.check_fits(teacher, student)
     except ValueError as e:
@@ -239,7 +239,7 @@ def resolve(config: config_lib.DistillConfig) -> Resolved:
         shards[flag] = data.list_shards(getattr(c, flag))
       except data.DataError as e:
         raise ConfigError(flag, getattr(c, flag), str(e)) from None
-  teacher_head = (teacher_sentence_head(c, teacher) if c.embedding_weight
+  teacher_head = (teacher_sentence_head(c, teacher) if c.distills_embedding
                   else None)
   check_resume(c)
   return Resolved(teacher=teacher, student=student,

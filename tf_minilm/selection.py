@@ -141,13 +141,13 @@ def select_tensors(tensors: Dict[str, np.ndarray],
   Args:
     tensors: every weight of the teacher, by HF `BertModel` name (a pooler
       only if it has one).
-    teacher, student: the architectures; `check_fits` must hold.
+    teacher, student: the architectures; `check_fits` must hold (resolve
+      checks it before a run starts).
     strategy: "first" or "uniform" (layers; see the module docstring).
     vocab_ids: the teacher id of each student id (trimmed vocabulary); None:
       the teacher's first rows (its tokenizer's ids, which may be fewer than
       its embedding rows).
   """
-  check_fits(teacher, student)
   vocab_ids = np.asarray(np.arange(student.vocab_size) if vocab_ids is None
                          else vocab_ids, dtype=np.int64)
   if len(vocab_ids) != student.vocab_size:

@@ -4,10 +4,11 @@ reference's character cut."""
 
 import tensorflow as tf
 
+from tf_minilm import errors
 from tf_minilm import io_utils
 
 
-class TokenizerError(ValueError):
+class TokenizerError(errors.InputError):
   """A vocabulary or tokenizer configuration that cannot be used."""
 
 

@@ -1,8 +1,12 @@
-"""The training loop every task shares: distribution, the optimizer step, and
-the loop that checkpoints, logs, evaluates, saves and stops.
+"""The run every training task shares: distribution, the optimizer step, the
+checkpoint, the run directory's lifecycle and the loop.
 
-A task (distillation, fine-tuning) owns its models, inputs and loss; it hands
-the loop a `TrainStep` built from its loss function and a few hooks (`Task`).
+A task (distillation, fine-tuning) supplies what differs (`Task`): its
+models, their loss, inputs, evaluation and export. The `Trainer` owns the
+rest: the `TrainStep` (optimizer, loss scaling) built from the shared part of
+the config, the dropout RNG states and the checkpoint, the lock and the
+stored config of the run directory, and the loop that checkpoints, logs,
+evaluates, saves and stops.
 
   per replica (optionally XLA):  loss -> scaled gradients, summed over
                                  `grad_accum_steps` micro-batches
@@ -15,13 +19,14 @@ one replica on the same global batch (Keras' LossScaleOptimizer checks one
 replica's gradients and clips each replica's before the sum; `model.fit` also
 fails under MultiWorkerMirroredStrategy in Keras 3.15).
 
-Outcomes of `fit`: finished; stopped early by SIGTERM/SIGINT or
+Outcomes of `Trainer.run`: finished; stopped early by SIGTERM/SIGINT or
 `exit_after_steps` after writing a checkpoint, to be resumed by rerunning
 (`RunResult.finished` False, EXIT_STOPPED_EARLY = 75 for CLIs); diverged
 (DivergedError, exit code 3); the disk filled up or another write failed
 (RunError, exit code 1). Nothing half-written is left in any case.
 """
 
+import abc
 import contextlib
 import dataclasses
 import os
@@ -30,7 +35,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from absl import logging
 import keras
@@ -38,21 +43,21 @@ import tensorflow as tf
 
 from tf_minilm import cli
 from tf_minilm import config as config_lib
+from tf_minilm import errors
 from tf_minilm import io_utils
 from tf_minilm import layout as layout_lib
 from tf_minilm import optimization
 
 INITIAL_LOSS_SCALE = 2.0 ** 15
 LOSS_SCALE_GROWTH_STEPS = 2000
-# EX_TEMPFAIL: not finished, a checkpoint was written, rerun to resume.
-EXIT_STOPPED_EARLY = 75
+EXIT_STOPPED_EARLY = errors.EXIT_STOPPED_EARLY
 # After SIGTERM/SIGINT, how long a training step may still run before the
 # process exits without a new checkpoint (it may wait for input that never
 # comes).
 PREEMPTION_GRACE_S = 30.0
 
 
-class RunError(RuntimeError):
+class RunError(errors.CommandError, RuntimeError):
   """Training stopped for a reason other than its flags; nothing half-written."""
   exit_code = 1
 
@@ -142,6 +147,16 @@ class OptimizationConfig:
   grad_accum_steps: int = 1
   dynamic_loss_scale: bool = False
   jit: bool = False
+
+  @classmethod
+  def from_config(cls, config: config_lib.TrainingConfig, warmup_steps: int,
+                  total_steps: int) -> "OptimizationConfig":
+    return cls(learning_rate=config.learning_rate, warmup_steps=warmup_steps,
+               total_steps=total_steps, weight_decay=config.weight_decay,
+               adam_epsilon=config.adam_epsilon,
+               max_grad_norm=config.max_grad_norm,
+               grad_accum_steps=config.grad_accum_steps,
+               dynamic_loss_scale=config.dynamic_loss_scale, jit=config.jit)
 
 
 class TrainStep(tf.Module):
@@ -284,38 +299,71 @@ def weights_are_finite(weights: Sequence) -> bool:
 # ---------------------------------------------------------------- the loop
 
 @dataclasses.dataclass(frozen=True)
-class LoopConfig:
+class Schedule:
+  """How long a task trains and when: optimizer steps, warm-up steps, steps
+  between checkpoints (each also exported) and between evaluations (0:
+  none), and the examples of one step (what throughput counts)."""
   max_steps: int
-  logging_steps: int
+  warmup_steps: int
   save_steps: int
-  keep_checkpoints: int
-  exit_after_steps: int = 0
-  eval_every: int = 0
-  max_consecutive_skipped_steps: int = 50
-  # What the loop's throughput counts: examples per step and its real tokens.
-  global_batch: int = 1
+  eval_every: int
+  global_batch: int
 
 
-@dataclasses.dataclass
-class Task:
-  """What the loop needs from a task.
+class Task(abc.ABC):
+  """What a training task supplies; the `Trainer` owns the rest.
 
-  train_step: the task's TrainStep. checkpoint: everything to restore
-  (including `train_step.checkpoint_items()`). train_dataset(skip_batches):
-  the distributed training data with the first `skip_batches` batches of each
-  input pipeline skipped (resume). export(model_dir): writes the model
-  atomically. model_weights: the weights that must be finite to be saved.
-  Evaluation every `LoopConfig.eval_every` steps: `evaluate(step)` returns
-  named metrics, or, without it, the loss means over `eval_dataset` (a
-  distributed dataset read once per evaluation).
+  `prepare()` runs outside the strategy's scope (reading whole checkpoints
+  once), then `build()` creates the models inside it; the other members are
+  used after both.
   """
-  train_step: TrainStep
-  checkpoint: tf.train.Checkpoint
-  train_dataset: Callable[[int], tf.distribute.DistributedDataset]
-  export: Callable[[str], None]
-  model_weights: Sequence
-  eval_dataset: Optional[tf.distribute.DistributedDataset] = None
-  evaluate: Optional[Callable[[int], Dict[str, float]]] = None
+
+  schedule: Schedule
+
+  def prepare(self) -> None:
+    """Work before the models exist, after the run's seed is set (which
+    clears TensorFlow's kernel caches: make tokenizers here or later)."""
+
+  @abc.abstractmethod
+  def build(self) -> None:
+    """Creates the models (in the strategy's scope)."""
+
+  @abc.abstractmethod
+  def trainable_weights(self) -> Sequence:
+    """The weights the optimizer updates."""
+
+  @abc.abstractmethod
+  def model_weights(self) -> Sequence:
+    """The weights that must be finite to be saved."""
+
+  @abc.abstractmethod
+  def checkpointed(self) -> Dict[str, tf.Module]:
+    """The models to checkpoint, by their names in the checkpoint."""
+
+  @abc.abstractmethod
+  def dropout_models(self) -> Sequence[keras.Model]:
+    """Models whose dropout seed states are checkpointed: restoring them makes
+    a resumed run draw the masks of an uninterrupted one."""
+
+  @abc.abstractmethod
+  def loss(self, batch: Dict[str, tf.Tensor], training: bool) -> StepLoss:
+    """One replica's loss (a `LossFn`)."""
+
+  @abc.abstractmethod
+  def train_dataset(self, start_step: int
+                    ) -> tf.distribute.DistributedDataset:
+    """The distributed training data from `start_step` on (resume)."""
+
+  @abc.abstractmethod
+  def export(self, model_dir: str) -> None:
+    """Writes the model into `model_dir`, atomically."""
+
+  def evaluate(self, step: int, train_step: "TrainStep"
+               ) -> Optional[Dict[str, float]]:
+    """Named metrics of the model at `step` (every `schedule.eval_every`
+    steps), or None where the task has nothing to evaluate."""
+    del step, train_step
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -440,13 +488,16 @@ def write_failure(error: Exception, where: str, what: str) -> str:
 class _Saver:
   """Checkpoints and exports of one run; never of non-finite weights."""
 
-  def __init__(self, task: Task, layout: layout_lib.RunLayout,
+  def __init__(self, task: Task, checkpoint: tf.train.Checkpoint,
+               step: tf.Variable, layout: layout_lib.RunLayout,
                worker: Optional[str], keep: int):
     self.task = task
+    self.checkpoint = checkpoint
+    self.step = step
     self.layout = layout
     self.chief = worker is None
     self.manager = tf.train.CheckpointManager(
-        task.checkpoint, layout.private(layout.checkpoint_dir, worker),
+        checkpoint, layout.private(layout.checkpoint_dir, worker),
         max_to_keep=keep)
 
   def _check_in_place(self) -> None:
@@ -457,14 +508,13 @@ class _Saver:
 
   def restore(self) -> int:
     if self.manager.latest_checkpoint:
-      self.task.checkpoint.restore(self.manager.latest_checkpoint
-                                   ).assert_consumed()
+      self.checkpoint.restore(self.manager.latest_checkpoint).assert_consumed()
       logging.info("resumed from %s", self.manager.latest_checkpoint)
-    return int(self.task.train_step.step.numpy())
+    return int(self.step.numpy())
 
   def save(self, step: int, export: bool = True) -> None:
     self._check_in_place()
-    if not weights_are_finite(self.task.model_weights):
+    if not weights_are_finite(self.task.model_weights()):
       raise DivergedError(
           f"the model's weights are non-finite at step {step}; not saving "
           f"them. The last checkpoint is {self.manager.latest_checkpoint}; "
@@ -490,101 +540,174 @@ class _Saver:
                                     f"export {model_dir}")) from None
 
 
-def fit(task: Task, strategy: tf.distribute.Strategy, loop: LoopConfig,
-        layout: layout_lib.RunLayout) -> RunResult:
-  """Trains to `loop.max_steps`, resuming from the newest checkpoint.
-
-  The caller has prepared (locked) `layout` on the chief; non-chief workers
-  write checkpoints and events into private copies that are removed here.
-  """
-  worker = worker_name(strategy)
-  saver = _Saver(task, layout, worker, loop.keep_checkpoints)
-  start = saver.restore()
-  if start and (start % loop.save_steps == 0 or start >= loop.max_steps):
-    # A kill between the checkpoint and its export: export what is owed.
-    saver.export(start, only_if_missing=True)
-  iterator = iter(task.train_dataset(start))
-  tensorboard_dir = layout.private(layout.tensorboard_dir, worker)
-  writer = tf.summary.create_file_writer(tensorboard_dir)
-  progress = (keras.utils.Progbar(loop.max_steps, stateful_metrics=None)
-              if worker is None and sys.stdout.isatty() else None)
-  preemption = _Preemption()
-  last: Dict[str, float] = {}
-  step, skipped_in_a_row = start, 0
-  window_start, window_steps = time.perf_counter(), 0
-  window_tokens = window_computed = 0.0
+@contextlib.contextmanager
+def precision_policy(policy: str) -> Iterator[None]:
+  """Keras' global mixed-precision policy `policy` while the block runs
+  (models are built under it), float32 again after."""
+  keras.mixed_precision.set_global_policy(policy)
   try:
-    for step in range(start + 1, loop.max_steps + 1):
-      with preemption.step():
-        logs = task.train_step(iterator)
-        applied = bool(logs["applied"])
-      skipped_in_a_row = 0 if applied else skipped_in_a_row + 1
-      if skipped_in_a_row >= loop.max_consecutive_skipped_steps:
-        raise DivergedError(
-            f"{skipped_in_a_row} steps in a row up to step {step} had "
-            f"non-finite gradients (loss {float(logs['loss']):.6g}, loss scale "
-            f"{float(logs['loss_scale']):g}); stopping without saving them. "
-            "Check --learning_rate, the input model's weights and "
-            "--amp_dtype (bfloat16 does not overflow); the last checkpoint is "
-            f"{saver.manager.latest_checkpoint}")
-      window_steps += 1
-      window_tokens += float(logs["tokens"])
-      window_computed += float(logs["computed_tokens"])
-      if step % loop.logging_steps == 0 or step == loop.max_steps:
-        elapsed = time.perf_counter() - window_start
-        last = {k: float(v) for k, v in logs.items()
-                if k not in ("tokens", "examples", "computed_tokens")}
-        last.update(step=step, step_time_s=elapsed / window_steps,
-                    seq_per_s=loop.global_batch * window_steps / elapsed,
-                    tokens_per_s=window_tokens / elapsed,
-                    padding_share=1.0 - window_tokens / max(1.0,
-                                                            window_computed),
-                    skipped_steps=int(task.train_step.skipped_steps.numpy()))
-        with writer.as_default(step=step):
-          for key, value in last.items():
-            if key != "step":
-              tf.summary.scalar(key, value)
-        if progress is not None:
-          progress.update(step, [(k, last[k]) for k in ("loss", "learning_rate")])
-        else:
-          print(format_logs(step, last), flush=True)
-        window_start, window_steps = time.perf_counter(), 0
-        window_tokens = window_computed = 0.0
-      if loop.eval_every and step % loop.eval_every == 0 and (
-          task.evaluate is not None or task.eval_dataset is not None):
-        means = task.evaluate(step) if task.evaluate else evaluate(task)
-        with writer.as_default(step=step):
-          for key, value in means.items():
-            tf.summary.scalar(f"eval/{key}", value)
-        last.update({f"eval_{k}": v for k, v in means.items()})
-        print(f"eval step {step} | " + " | ".join(
-            f"{k} {v:.6g}" for k, v in sorted(means.items())), flush=True)
-      if step % loop.save_steps == 0 or step == loop.max_steps:
-        saver.save(step)
-      stop = preemption.requested or (
-          loop.exit_after_steps and step - start >= loop.exit_after_steps)
-      if stop and step < loop.max_steps:
-        logging.warning("%s: checkpoint at step %d, exiting; the same command "
-                        "resumes", preemption.signal_name or
-                        "--exit_after_steps", step)
-        if step % loop.save_steps:
-          saver.save(step, export=False)
-        return RunResult(finished=False, step=step, logs=last)
+    yield
   finally:
-    preemption.restore()
-    writer.close()
-    if worker is not None:
-      for private_dir in (saver.manager.directory, tensorboard_dir):
-        shutil.rmtree(private_dir, ignore_errors=True)
-  return RunResult(finished=True, step=step, logs=last)
+    keras.mixed_precision.set_global_policy("float32")
 
 
-def evaluate(task: Task) -> Dict[str, float]:
-  """Means over every example of `task.eval_dataset` (batches weighted by
-  their real examples)."""
+class Trainer:
+  """Owns one run of a `Task`: seeds, builds the task's models and the
+  `TrainStep` from the shared part of `config`, checkpoints them with the
+  dropout RNG states, and runs the run directory's lifecycle (`run`).
+  Create it under the run's `precision_policy`."""
+
+  def __init__(self, task: Task, strategy: tf.distribute.Strategy,
+               config: config_lib.TrainingConfig):
+    self.task = task
+    self.strategy = strategy
+    self.config = config
+    # First: seeding clears TensorFlow's kernel caches, and with them the
+    # resources kernels own (tf-text's SentencePiece model), so tokenizers
+    # are made after it (in `prepare` or later).
+    keras.utils.set_random_seed(config.seed)
+    task.prepare()
+    schedule = task.schedule
+    with strategy.scope():
+      task.build()
+      self.train_step = TrainStep(
+          strategy, task.loss, task.trainable_weights(),
+          OptimizationConfig.from_config(config, schedule.warmup_steps,
+                                         schedule.max_steps))
+    rng_states = [v.value for model in task.dropout_models()
+                  for v in model.variables if v.name == "seed_generator_state"]
+    self.checkpoint = tf.train.Checkpoint(
+        **task.checkpointed(), rng_states=rng_states,
+        **self.train_step.checkpoint_items())
+
+  def run(self, layout: layout_lib.RunLayout, program: str,
+          stored_config: str, on_start: Optional[Callable[[], None]] = None,
+          on_finish: Optional[Callable[[], Dict]] = None) -> RunResult:
+    """Locks `layout` for `program` and stores `stored_config` there (chief),
+    calls `on_start` (chief), trains to the end or an early stop, and on a
+    finished run calls `on_finish` (chief; its result becomes the logs)
+    before the lock is released."""
+    chief = worker_name(self.strategy) is None
+    try:
+      lock = layout.prepare(program) if chief else None
+    except OSError as e:
+      raise RunError(io_utils.describe_os_error(e, layout.output_dir)
+                     ) from None
+    try:
+      if chief:
+        layout.write_config(stored_config)
+        if on_start is not None:
+          on_start()
+      result = self.fit(layout)
+      if chief and result.finished and on_finish is not None:
+        result = dataclasses.replace(result, logs=on_finish())
+      return result
+    finally:
+      if lock is not None:
+        lock.release()
+
+  def fit(self, layout: layout_lib.RunLayout) -> RunResult:
+    """Trains to the schedule's `max_steps`, resuming from the newest
+    checkpoint.
+
+    The chief has prepared (locked) `layout`; non-chief workers write
+    checkpoints and events into private copies that are removed here.
+    """
+    task, config, schedule = self.task, self.config, self.task.schedule
+    worker = worker_name(self.strategy)
+    saver = _Saver(task, self.checkpoint, self.train_step.step, layout, worker,
+                   config.keep_checkpoints)
+    start = saver.restore()
+    if start and (start % schedule.save_steps == 0 or
+                  start >= schedule.max_steps):
+      # A kill between the checkpoint and its export: export what is owed.
+      saver.export(start, only_if_missing=True)
+    iterator = iter(task.train_dataset(start))
+    tensorboard_dir = layout.private(layout.tensorboard_dir, worker)
+    writer = tf.summary.create_file_writer(tensorboard_dir)
+    progress = (keras.utils.Progbar(schedule.max_steps, stateful_metrics=None)
+                if worker is None and sys.stdout.isatty() else None)
+    preemption = _Preemption()
+    last: Dict[str, float] = {}
+    step, skipped_in_a_row = start, 0
+    window_start, window_steps = time.perf_counter(), 0
+    window_tokens = window_computed = 0.0
+    try:
+      for step in range(start + 1, schedule.max_steps + 1):
+        with preemption.step():
+          logs = self.train_step(iterator)
+          applied = bool(logs["applied"])
+        skipped_in_a_row = 0 if applied else skipped_in_a_row + 1
+        if skipped_in_a_row >= config.max_consecutive_skipped_steps:
+          raise DivergedError(
+              f"{skipped_in_a_row} steps in a row up to step {step} had "
+              f"non-finite gradients (loss {float(logs['loss']):.6g}, loss "
+              f"scale {float(logs['loss_scale']):g}); stopping without saving "
+              "them. Check --learning_rate, the input model's weights and "
+              "--amp_dtype (bfloat16 does not overflow); the last checkpoint "
+              f"is {saver.manager.latest_checkpoint}")
+        window_steps += 1
+        window_tokens += float(logs["tokens"])
+        window_computed += float(logs["computed_tokens"])
+        if step % config.logging_steps == 0 or step == schedule.max_steps:
+          elapsed = time.perf_counter() - window_start
+          last = {k: float(v) for k, v in logs.items()
+                  if k not in ("tokens", "examples", "computed_tokens")}
+          last.update(
+              step=step, step_time_s=elapsed / window_steps,
+              seq_per_s=schedule.global_batch * window_steps / elapsed,
+              tokens_per_s=window_tokens / elapsed,
+              padding_share=1.0 - window_tokens / max(1.0, window_computed),
+              skipped_steps=int(self.train_step.skipped_steps.numpy()))
+          with writer.as_default(step=step):
+            for key, value in last.items():
+              if key != "step":
+                tf.summary.scalar(key, value)
+          if progress is not None:
+            progress.update(step, [(k, last[k])
+                                   for k in ("loss", "learning_rate")])
+          else:
+            print(format_logs(step, last), flush=True)
+          window_start, window_steps = time.perf_counter(), 0
+          window_tokens = window_computed = 0.0
+        means = (task.evaluate(step, self.train_step)
+                 if schedule.eval_every and step % schedule.eval_every == 0
+                 else None)
+        if means is not None:
+          with writer.as_default(step=step):
+            for key, value in means.items():
+              tf.summary.scalar(f"eval/{key}", value)
+          last.update({f"eval_{k}": v for k, v in means.items()})
+          print(f"eval step {step} | " + " | ".join(
+              f"{k} {v:.6g}" for k, v in sorted(means.items())), flush=True)
+        if step % schedule.save_steps == 0 or step == schedule.max_steps:
+          saver.save(step)
+        stop = preemption.requested or (
+            config.exit_after_steps and
+            step - start >= config.exit_after_steps)
+        if stop and step < schedule.max_steps:
+          logging.warning("%s: checkpoint at step %d, exiting; the same "
+                          "command resumes", preemption.signal_name or
+                          "--exit_after_steps", step)
+          if step % schedule.save_steps:
+            saver.save(step, export=False)
+          return RunResult(finished=False, step=step, logs=last)
+    finally:
+      preemption.restore()
+      writer.close()
+      if worker is not None:
+        for private_dir in (saver.manager.directory, tensorboard_dir):
+          shutil.rmtree(private_dir, ignore_errors=True)
+    return RunResult(finished=True, step=step, logs=last)
+
+
+def loss_means(train_step: TrainStep,
+               dataset: tf.distribute.DistributedDataset) -> Dict[str, float]:
+  """The means over every example of `dataset` of the loss and its terms
+  (batches weighted by their real examples)."""
   totals: Dict[str, float] = {}
-  for batch in task.eval_dataset:
-    for key, value in task.train_step.evaluate(batch).items():
+  for batch in dataset:
+    for key, value in train_step.evaluate(batch).items():
       totals[key] = totals.get(key, 0.0) + float(value)
   examples = totals.pop("examples", 0.0)
   totals.pop("tokens", None)

@@ -12,14 +12,11 @@ it as --teacher_model_name_or_path.
 """
 
 import json
-import sys
 
-from absl import app
 from absl import flags
 
-from tf_minilm import cli
-from tf_minilm import config as config_lib
 from tf_minilm import layout
+from tf_minilm.commands import program
 
 
 def define_flags():
@@ -29,24 +26,14 @@ def define_flags():
   flags.DEFINE_boolean("overwrite", False, "Replace an existing output_dir.")
 
 
-def main(argv):
-  cli.warnings_unless_verbose()
-  # Imported here, after `cli.filter_startup_noise`: they start TensorFlow.
+def body(f) -> None:
+  # Imported here, after the start-up noise filter: it starts TensorFlow.
   from tf_minilm import convert  # pylint: disable=g-import-not-at-top
-  f = flags.FLAGS
-  try:
-    if len(argv) > 1:
-      raise convert.CheckpointError(f"unexpected arguments {argv[1:]}")
-    if not f.hf_dir or not f.output_dir:
-      raise convert.CheckpointError("--hf_dir and --output_dir are required")
-    layout.check_output_dir(f.output_dir, "bin/convert_teacher",
-                            {"hf_dir": f.hf_dir})
-    encoder = convert.convert_teacher(f.hf_dir, f.output_dir, f.num_layers,
-                                      f.overwrite)
-  except (convert.CheckpointError, FileExistsError,
-          config_lib.ConfigError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  program.require(f, "hf_dir", "output_dir")
+  layout.check_output_dir(f.output_dir, "bin/convert_teacher",
+                          {"hf_dir": f.hf_dir})
+  encoder = convert.convert_teacher(f.hf_dir, f.output_dir, f.num_layers,
+                                    f.overwrite)
   print(json.dumps({"output_dir": f.output_dir,
                     "layers": encoder.config.num_layers,
                     "weight_bytes": encoder.weight_bytes()}))
@@ -54,9 +41,7 @@ def main(argv):
 
 def run_main() -> None:
   """Console-script entry point."""
-  cli.filter_startup_noise()
-  define_flags()
-  app.run(main)
+  program.run(define_flags, body)
 
 
 if __name__ == "__main__":

@@ -7,32 +7,20 @@ SIGTERM/SIGINT or --exit_after_steps (rerun the same command to resume);
 1 any other failure, e.g. the disk filled up (nothing half-written).
 """
 
-import sys
-
-from absl import app
-from absl import flags
-
-from tf_minilm import cli
 from tf_minilm import config as config_lib
-from tf_minilm.commands import training
+from tf_minilm.commands import program
 
 
-def main(argv):
-  cli.warnings_unless_verbose()
-  if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    sys.exit(2)
-  # Imported here, after `cli.filter_startup_noise`: it starts TensorFlow.
+def body(flag_values) -> int:
+  # Imported here, after the start-up noise filter: it starts TensorFlow.
   from tf_minilm import distiller  # pylint: disable=g-import-not-at-top
-  training.run_and_exit(distiller.run,
-                        lambda: config_lib.from_flags(flags.FLAGS))
+  return program.training_exit_code(
+      distiller.run(config_lib.from_flags(flag_values)))
 
 
 def run_main() -> None:
   """Console-script entry point."""
-  cli.filter_startup_noise()
-  config_lib.define_flags()
-  app.run(main)
+  program.run(config_lib.define_flags, body)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,11 @@ signatures), student.keras, hf/ and export_info.json, atomically; with
 """
 
 import json
-import sys
 
-from absl import app
 from absl import flags
 
-from tf_minilm import cli
-from tf_minilm import config as config_lib
 from tf_minilm import layout
+from tf_minilm.commands import program
 
 
 def define_flags():
@@ -36,34 +33,19 @@ def define_flags():
                        "ONNX layout (needs the onnx extra).")
 
 
-def main(argv):
-  cli.warnings_unless_verbose()
-  # Imported here, after `cli.filter_startup_noise`: they start TensorFlow.
-  from tf_minilm import convert  # pylint: disable=g-import-not-at-top
+def body(f) -> None:
+  # Imported here, after the start-up noise filter: it starts TensorFlow.
   from tf_minilm import export  # pylint: disable=g-import-not-at-top
-  from tf_minilm import tokenization  # pylint: disable=g-import-not-at-top
-  f = flags.FLAGS
-  try:
-    if len(argv) > 1:
-      raise export.ExportError(f"unexpected arguments {argv[1:]}")
-    if not f.source or not f.output_dir:
-      raise export.ExportError("--source and --output_dir are required")
-    layout.check_output_dir(f.output_dir, "bin/export", {"source": f.source})
-    info = export.export(f.source, f.output_dir, f.max_seq_length, f.overwrite,
-                         f.int8)
-  except (export.ExportError, convert.CheckpointError,
-          tokenization.TokenizerError, FileExistsError,
-          config_lib.ConfigError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  program.require(f, "source", "output_dir")
+  layout.check_output_dir(f.output_dir, "bin/export", {"source": f.source})
+  info = export.export(f.source, f.output_dir, f.max_seq_length, f.overwrite,
+                       f.int8)
   print(json.dumps(info, indent=2))
 
 
 def run_main() -> None:
   """Console-script entry point."""
-  cli.filter_startup_noise()
-  define_flags()
-  app.run(main)
+  program.run(define_flags, body)
 
 
 if __name__ == "__main__":

@@ -9,32 +9,20 @@ written) or the output_dir in use; 3 diverged; 75 stopped early (rerun to
 resume); 1 any other failure.
 """
 
-import sys
-
-from absl import app
-from absl import flags
-
-from tf_minilm import cli
 from tf_minilm import config as config_lib
-from tf_minilm.commands import training
+from tf_minilm.commands import program
 
 
-def main(argv):
-  cli.warnings_unless_verbose()
-  if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    sys.exit(2)
-  # Imported here, after `cli.filter_startup_noise`: it starts TensorFlow.
+def body(flag_values) -> int:
+  # Imported here, after the start-up noise filter: it starts TensorFlow.
   from tf_minilm import finetune  # pylint: disable=g-import-not-at-top
-  training.run_and_exit(finetune.run,
-                        lambda: config_lib.finetune_from_flags(flags.FLAGS))
+  return program.training_exit_code(
+      finetune.run(config_lib.finetune_from_flags(flag_values)))
 
 
 def run_main() -> None:
   """Console-script entry point."""
-  cli.filter_startup_noise()
-  config_lib.define_finetune_flags()
-  app.run(main)
+  program.run(config_lib.define_finetune_flags, body)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,10 @@
 import json
 import sys
 
-from absl import app
 from absl import flags
 
-from tf_minilm import cli
 from tf_minilm import corpus
+from tf_minilm.commands import program
 
 
 def define_flags():
@@ -32,37 +31,25 @@ def define_flags():
   flags.DEFINE_boolean("overwrite", False, "Replace an existing output_dir.")
 
 
-def main(argv):
-  cli.warnings_unless_verbose()
-  if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    sys.exit(2)
-  f = flags.FLAGS
-  try:
-    if not f.input:
-      raise corpus.CorpusError("--input is required")
-    if not f.output_dir:
-      raise corpus.CorpusError("--output_dir is required")
-    manifest = corpus.prepare(corpus.CorpusConfig(
-        inputs=f.input, output_dir=f.output_dir, num_shards=f.num_shards,
-        seed=f.seed, json_field=f.json_field, split_sentences=f.split_sentences,
-        deduplicate=f.deduplicate, min_length=f.min_length,
-        max_length=f.max_length, overwrite=f.overwrite,
-        progress=sys.stderr.isatty()))
-  except corpus.CorpusError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+def body(f) -> None:
+  program.require(f, "input", "output_dir")
+  manifest = corpus.prepare(corpus.CorpusConfig(
+      inputs=f.input, output_dir=f.output_dir, num_shards=f.num_shards,
+      seed=f.seed, json_field=f.json_field, split_sentences=f.split_sentences,
+      deduplicate=f.deduplicate, min_length=f.min_length,
+      max_length=f.max_length, overwrite=f.overwrite,
+      progress=sys.stderr.isatty()))
   for warning in manifest["warnings"]:
     print(f"warning: {warning}", file=sys.stderr)
-  print(json.dumps({"output_dir": f.output_dir, "sentences": manifest["sentences"],
+  print(json.dumps({"output_dir": f.output_dir,
+                    "sentences": manifest["sentences"],
                     "shards": len(manifest["shards"]),
                     "counts": manifest["counts"]}, ensure_ascii=False))
 
 
 def run_main() -> None:
   """Console-script entry point."""
-  define_flags()
-  app.run(main)
+  program.run(define_flags, body, starts_tensorflow=False)
 
 
 if __name__ == "__main__":
