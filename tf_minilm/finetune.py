@@ -294,9 +294,10 @@ class FineTuningTask(trainer.Task):
         tf.nn.softmax(model(model_inputs(b), training=False)).numpy()
         for b in batches])
 
-  def evaluate(self, step: int, train_step=None) -> Dict[str, float]:
+  def evaluate(self, step: int, train_step) -> Dict[str, float]:
     """Dev metrics of the model at `step`, also recorded in eval_results.json
     (epochs are selected from there)."""
+    del train_step  # the classifier predicts the dev set itself
     labels = np.array([e.label for e in self.data.dev.examples])
     result = metrics(labels, self.predict(self.data.dev).argmax(-1),
                      len(self.labels))
