@@ -26,7 +26,6 @@ Shapes are checked with EnsureShape, which runs on every request (a signature
 does not check the rank of what it is given).
 """
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -185,35 +184,25 @@ def export_classifier(model: keras.Model,
       "serving_default": module.serve_text, "serving_pair": module.serve_pair})
 
 
-def _run_checkpoint(source: str) -> Optional[Tuple[str, str]]:
-  """For a bin/distill output directory: its latest checkpoint and its
-  newest model_<step>/ (the run's own description of the student: its
-  architecture, tokenizer and sentence-transformers head); None for other
-  sources."""
+def _locate(source: str) -> Tuple[str, Optional[str]]:
+  """The directory whose files describe the model of `source` (for a
+  bin/distill output directory its newest model_<step>/: architecture,
+  tokenizer and sentence-transformers head), and the checkpoint whose
+  weights it takes (a run's latest; None for other sources)."""
   layout = layout_lib.RunLayout(source, config_lib.CONFIG_FILENAME)
   checkpoint = tf.train.latest_checkpoint(layout.checkpoint_dir)
-  if layout.read_config() is None or not checkpoint:
-    return None
-  steps = [int(name[len(layout_lib.MODEL_DIR_PREFIX):])
-           for name in os.listdir(source)
-           if name.startswith(layout_lib.MODEL_DIR_PREFIX) and
-           name[len(layout_lib.MODEL_DIR_PREFIX):].isdigit()]
-  if not steps:
-    raise ExportError(
-        f"{source}: the run has a checkpoint ({os.path.basename(checkpoint)}) "
-        "but no model_<step>/ yet, which describes its student; rerun "
-        "bin/distill until its first save (--save_steps), then export")
-  return checkpoint, layout.model_dir(max(steps))
-
-
-def _model_dir(source: str) -> str:
-  """The directory whose files describe the model of `source`."""
-  run = _run_checkpoint(source)
-  if run is not None:
-    return run[1]
+  if layout.read_config() is not None and checkpoint:
+    steps = layout.model_steps()
+    if not steps:
+      raise ExportError(
+          f"{source}: the run has a checkpoint "
+          f"({os.path.basename(checkpoint)}) but no model_<step>/ yet, which "
+          "describes its student; rerun bin/distill until its first save "
+          "(--save_steps), then export")
+    return layout.model_dir(steps[-1]), checkpoint
   if os.path.isdir(os.path.join(source, layout_lib.STUDENT_HF)) or \
       os.path.isfile(os.path.join(source, "config.json")):
-    return source
+    return source, None
   raise ExportError(
       f"{source}: not a model_<step>/ directory, a HF model directory, nor a "
       f"training output directory with {config_lib.CONFIG_FILENAME} and "
@@ -242,12 +231,11 @@ def load_student(source: str) -> modeling.Encoder:
   """The student of a `model_{step}/` directory, a HF directory, or a training
   output directory (the weights of its latest checkpoint in the architecture
   its newest model_<step>/ describes)."""
-  model_dir = _model_dir(source)
+  model_dir, checkpoint = _locate(source)
   student = convert.load_encoder(_hf_dir(model_dir), dtype="float32",
                                  name="student")
-  run = _run_checkpoint(source)
-  if run is not None:
-    _restore(run[0], f"the student that {model_dir} describes",
+  if checkpoint is not None:
+    _restore(checkpoint, f"the student that {model_dir} describes",
              student=student.model)
   return student
 
@@ -257,27 +245,25 @@ def load_sentence_head(source: str, student: modeling.Encoder
   """The sentence-transformers head of what `load_student` read (for a
   training output directory, its newest model_<step>/'s head with the
   projection of the latest checkpoint); None where there is none."""
+  model_dir, checkpoint = _locate(source)
   try:
-    head = sentence_embedding.read_head(_hf_dir(_model_dir(source)),
+    head = sentence_embedding.read_head(_hf_dir(model_dir),
                                         student.config.hidden_size)
   except sentence_embedding.HeadError as e:
     raise ExportError(str(e)) from None
-  run = _run_checkpoint(source)
-  if run is None or head is None or head.dense is None:
+  if checkpoint is None or head is None or head.dense is None:
     return head
   projection = sentence_embedding.build_projection(
       head.dense.weight.shape[0], student.config, head.dense)
-  _restore(run[0], f"an embedding projection of width "
+  _restore(checkpoint, f"an embedding projection of width "
            f"{head.dense.weight.shape[0]}", projection=projection)
-  return dataclasses.replace(head, dense=sentence_embedding.Dense(
-      projection.kernel.numpy().T, projection.bias.numpy(),
-      head.dense.activation))
+  return sentence_embedding.student_head(head, projection)
 
 
 def _tokenizer_dir(source: str) -> str:
   # hf/ first: a model_<step>/ directory's own tokenizer_config.json may be
   # the class-only file written beside a teacher that had none.
-  model_dir = _model_dir(source)
+  model_dir, _ = _locate(source)
   for candidate in (os.path.join(model_dir, layout_lib.STUDENT_HF), model_dir):
     if tokenization.has_tokenizer_files(candidate):
       return candidate

@@ -63,6 +63,14 @@ class RunLayout:
   def model_dir(self, step: int) -> str:
     return os.path.join(self.output_dir, f"{MODEL_DIR_PREFIX}{step}")
 
+  def model_steps(self) -> List[int]:
+    """The steps of the model_<step>/ directories there, ascending."""
+    if not os.path.isdir(self.output_dir):
+      return []
+    names = [name[len(MODEL_DIR_PREFIX):] for name in
+             os.listdir(self.output_dir) if name.startswith(MODEL_DIR_PREFIX)]
+    return sorted(int(name) for name in names if name.isdigit())
+
   def private(self, path: str, worker: Optional[str]) -> str:
     """`path`, or a worker's private copy inside it (non-chief workers write
     there; it is removed when they finish)."""

@@ -356,8 +356,9 @@ def build_projection(width: int, student: modeling.EncoderConfig,
 
 def student_head(teacher_head: SentenceHead,
                  projection: Optional[keras.layers.Dense]) -> SentenceHead:
-  """A student's head: the teacher's pooling and normalisation around the
-  student's projection's current weights (None: no projection)."""
+  """A student's head: the pooling and normalisation of `teacher_head` (a
+  teacher's, or a student's own as saved) around the student's projection's
+  current weights (None: no projection)."""
   dense = None
   if projection is not None:
     dense = Dense(projection.kernel.numpy().T, projection.bias.numpy(),
