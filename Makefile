@@ -10,6 +10,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CONSTRAINTS := requirements/constraints.txt
+# Test processes: one per core, at most 8 (an end-to-end test keeps about
+# one core busy with its scripts; PYTEST_WORKERS=0 runs them in one process).
+PYTEST_WORKERS ?= $(shell n=$$(nproc); echo $$((n < 8 ? n : 8)))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install test demo quality quality-chinese clean
@@ -29,7 +32,8 @@ $(VENV)/.installed: setup.py $(CONSTRAINTS)
 	touch $@
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --numprocesses=$(PYTEST_WORKERS) --dist=worksteal \
+	    $(PYTEST_ARGS)
 
 demo: install
 	$(PY) bin/demo

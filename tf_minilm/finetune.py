@@ -29,7 +29,7 @@ import io
 import json
 import os
 import shutil
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -234,6 +234,10 @@ class FineTuningTask(trainer.Task):
         global_batch=self.global_batch * config.grad_accum_steps)
     self.classifier: Optional[Classifier] = None
     self._encode = None
+    # Evaluation runs every epoch: its input pipelines and forward passes
+    # are traced once, not at each call.
+    self._prediction_batches: Dict[int, tf.data.Dataset] = {}
+    self._probabilities: Dict[int, Callable] = {}
 
   def prepare(self) -> None:
     self.tokenizer = self.tokenizer_settings.tokenizer()
@@ -288,11 +292,19 @@ class FineTuningTask(trainer.Task):
     """Class probabilities `[N, C]` of every example, in order, by
     `classifier` (default: the one being trained)."""
     model = (classifier or self.classifier).model
-    batches = tf.data.Dataset.from_tensor_slices(_tensors(dataset)).batch(
-        self.global_batch).map(self._encode)
-    return np.concatenate([
-        tf.nn.softmax(model(model_inputs(b), training=False)).numpy()
-        for b in batches])
+    batches = self._prediction_batches.get(id(dataset))
+    if batches is None:
+      batches = tf.data.Dataset.from_tensor_slices(_tensors(dataset)).batch(
+          self.global_batch).map(self._encode)
+      self._prediction_batches[id(dataset)] = batches
+    probabilities = self._probabilities.get(id(model))
+    if probabilities is None:
+      probabilities = tf.function(
+          lambda inputs: tf.nn.softmax(model(inputs, training=False)),
+          reduce_retracing=True)
+      self._probabilities[id(model)] = probabilities
+    return np.concatenate([probabilities(model_inputs(batch)).numpy()
+                           for batch in batches])
 
   def evaluate(self, step: int, train_step) -> Dict[str, float]:
     """Dev metrics of the model at `step`, also recorded in eval_results.json
