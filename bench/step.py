@@ -34,6 +34,7 @@ from tf_minilm import distiller
 from tf_minilm import losses
 from tf_minilm import modeling
 from tf_minilm import resolve
+from tf_minilm import selection
 from tf_minilm import trainer
 
 
@@ -158,6 +159,11 @@ def main():
       student=modeling.student_config("ppminilm", args.student_layers,
                                       args.vocab_size),
       tokenizer_settings=None, shards=[], eval_shards=None)
+  if config.selects_student:
+    try:
+      selection.check_fits(resolved.teacher, resolved.student)
+    except ValueError as e:
+      p.error(f"--student_selection={args.student_selection}: {e}")
   build_start = time.perf_counter()
   task = distiller.DistillationTask(config, resolved, strategy,
                                     random_weights=True)
