@@ -148,6 +148,8 @@ TEST_SHARE = 0.2
 SPLITS = ("test", "dev")
 DEV_SHARE = 0.2
 
+# The row whose student embeds a trimmed vocabulary, not the teacher's.
+TRIMMED = "sample_sample_trimmed"
 # name -> (table label, bin/distill flags); None: not distilled.
 DISTILLED = {
     "sample_sample": ("distilled, sample-sample (PP-MiniLM, beta=1)",
@@ -161,7 +163,7 @@ DISTILLED = {
         ["--alpha=0", "--beta=1", "--batching=grouped",
          "--relation_mask=strict"]),
     # --student_vocab_size=--trimmed_vocab_size is added.
-    "sample_sample_trimmed": ("distilled, sample-sample, trimmed student "
+    TRIMMED: ("distilled, sample-sample, trimmed student "
                               "vocabulary", ["--alpha=0", "--beta=1"]),
     "first_sample_sample": (
         "teacher's first layers (selected), distilled further, sample-sample",
@@ -572,7 +574,7 @@ def distill(name, args, teacher, shards, work_dir):
   out = os.path.join(work_dir, "distill", name)
   log_path = os.path.join(work_dir, "logs", f"distill_{name}.log")
   flags = student_flags(args, teacher, shards, out) + DISTILLED[name][1]
-  if name == "sample_sample_trimmed":
+  if name == TRIMMED:
     flags.append(f"--student_vocab_size={args.trimmed_vocab_size}")
   if "--embedding_weight=1" in flags and args.track == "chinese":
     # m3e-small ships no sentence-transformers files; its card pools by mean.
@@ -945,11 +947,14 @@ def run(args):
         args, teacher, work_dir)
   distilled = [name for name in students if name in DISTILLED]
   selected = [name for name in students if name in SELECTED]
+  # The random twins read the teacher's tokenizer: not a trimmed student's.
+  twins = [name for name in distilled + selected if name != TRIMMED]
   if {"random", "random_transformers"} & set(students) and not (
-      at_teacher_width or distilled or selected):
+      at_teacher_width or twins):
     raise BenchmarkError("a student narrower than the teacher: the random "
                          "row takes the architecture of a distilled or "
-                         "selected student; list one")
+                         "selected student with the teacher's vocabulary; "
+                         "list one")
   if distilled or selected:
     shards = unlabelled()
     for name in selected:
@@ -962,7 +967,7 @@ def run(args):
   if not at_teacher_width and {"random", "random_transformers"} & set(
       students):
     # The untrained twin: a distilled or selected student's architecture.
-    sources["random"] = sources[(distilled + selected)[0]]
+    sources["random"] = sources[twins[0]]
     random_hf_config = os.path.join(sources["random"], "hf", "config.json")
   if args.track == "english" and args.split == "test":
     for name in students:

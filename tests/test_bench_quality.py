@@ -269,6 +269,13 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     proc = self.quality(self.flags(os.path.join(self.root, "bad"), good,
                                    students="random,distilled"), expect_rc=2)
     self.assertIn("--students: unknown 'distilled'", proc.stderr)
+    # A narrow random twin takes a student's architecture, not a trimmed one.
+    proc = self.quality(self.flags(
+        os.path.join(self.root, "bad"), good, student_hidden_size=12,
+        students="random,sample_sample_trimmed"), expect_rc=2)
+    self.assertIn("the random row takes the architecture of a distilled or "
+                  "selected student with the teacher's vocabulary",
+                  proc.stderr)
 
 
 if __name__ == "__main__":
