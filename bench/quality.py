@@ -256,6 +256,10 @@ def define_flags(parser):
   parser.add_argument("--distill_batch_size", type=int, default=32)
   parser.add_argument("--distill_learning_rate", type=float, default=6e-4)
   parser.add_argument("--distill_seed", type=int, default=42)
+  parser.add_argument("--distill_teacher_layer_index", type=int, default=None,
+                      help="bin/distill --teacher_layer_index, the 0-based "
+                      "teacher layer whose Q/K/V are distilled (default: the "
+                      "teacher's last)")
   parser.add_argument("--finetune_epochs", type=int, default=3)
   parser.add_argument("--finetune_batch_size", type=int, default=32)
   parser.add_argument("--finetune_learning_rate", type=float, default=1e-4)
@@ -546,6 +550,18 @@ def teacher_shape(teacher):
           config["num_attention_heads"], config["intermediate_size"])
 
 
+def teacher_layer_index(args, teacher_layers):
+  """The tap: --distill_teacher_layer_index, else the teacher's last layer."""
+  index = args.distill_teacher_layer_index
+  if index is None:
+    return teacher_layers - 1
+  if not 0 <= index < teacher_layers:
+    raise BenchmarkError(f"--distill_teacher_layer_index={index}: the teacher "
+                         f"has {teacher_layers} layers; expected 0 to "
+                         f"{teacher_layers - 1}")
+  return index
+
+
 def student_flags(args, teacher, shards, output_dir):
   """bin/distill's flags of every student of the benchmark (the shape, the
   budget), without the relation and initialisation of a row."""
@@ -558,7 +574,7 @@ def student_flags(args, teacher, shards, output_dir):
           f"--student_num_heads={args.student_num_heads or heads}",
           "--student_intermediate_size="
           f"{args.student_intermediate_size or intermediate}",
-          f"--teacher_layer_index={layers - 1}",
+          f"--teacher_layer_index={teacher_layer_index(args, layers)}",
           f"--student_layer_index={args.student_layers - 1}",
           f"--num_relation_heads={args.relation_heads}",
           f"--max_seq_length={args.max_seq_length}",
@@ -940,6 +956,7 @@ def run(args):
   sources, results = {}, {name: {"runs": []} for name in students}
   sources["teacher"] = sources["teacher_clue"] = teacher
   at_teacher_width = args.student_hidden_size in (0, teacher_shape(teacher)[1])
+  teacher_layer_index(args, teacher_shape(teacher)[0])  # refused before work
   if "truncated" in students and not at_teacher_width:
     raise BenchmarkError("--students: 'truncated' needs a student of the "
                          "teacher's width (--student_hidden_size=0)")

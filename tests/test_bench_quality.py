@@ -116,6 +116,7 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     distilled = results["results"]["sample_sample_embedding"]["distill"]
     self.assertEqual([step for step, _ in distilled["losses"]], [3])
     self.assertIn("--embedding_weight=1", distilled["flags"])
+    self.assertIn("--teacher_layer_index=2", distilled["flags"])  # its last
     with open(os.path.join(distilled["model"], "hf", "config.json")) as f:
       self.assertEqual(json.load(f)["num_hidden_layers"], 2)
     # STS-B of every row with a model of its own: the embedding student
@@ -276,6 +277,10 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     self.assertIn("the random row takes the architecture of a distilled or "
                   "selected student with the teacher's vocabulary",
                   proc.stderr)
+    proc = self.quality(self.flags(os.path.join(self.root, "bad"), good,
+                                   distill_teacher_layer_index=3), expect_rc=2)
+    self.assertIn("--distill_teacher_layer_index=3: the teacher has 3 layers; "
+                  "expected 0 to 2", proc.stderr)
 
 
 if __name__ == "__main__":
