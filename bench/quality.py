@@ -84,8 +84,9 @@ on 80% of the training split, scoring on the other 20% (cut once, stratified,
 fixed seed); the distillations do not depend on the split, so one work
 directory holds both and a row's test figures reuse its distillation.
 --student_model_type=roberta makes every student GELU (the recipe's
-`ppminilm` is ReLU), --distill_learning_rate and --distill_seed the
-distillation's learning rate and seed: one work directory per setting.
+`ppminilm` is ReLU), --distill_learning_rate, --distill_seed and
+--distill_teacher_layer_index the distillation's learning rate, seed and tap:
+one work directory per setting.
 """
 
 import argparse
