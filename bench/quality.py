@@ -957,7 +957,8 @@ def run(args):
   sources, results = {}, {name: {"runs": []} for name in students}
   sources["teacher"] = sources["teacher_clue"] = teacher
   at_teacher_width = args.student_hidden_size in (0, teacher_shape(teacher)[1])
-  teacher_layer_index(args, teacher_shape(teacher)[0])  # refused before work
+  # Refused before any distillation, not by the first bin/distill.
+  teacher_layer_index(args, teacher_shape(teacher)[0])
   if "truncated" in students and not at_teacher_width:
     raise BenchmarkError("--students: 'truncated' needs a student of the "
                          "teacher's width (--student_hidden_size=0)")
