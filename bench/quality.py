@@ -551,22 +551,23 @@ def teacher_shape(teacher):
           config["num_attention_heads"], config["intermediate_size"])
 
 
-def teacher_layer_index(args, teacher_layers):
-  """The tap: --distill_teacher_layer_index, else the teacher's last layer."""
+def resolve_tap(args, teacher_layers):
+  """Fills --distill_teacher_layer_index (default: the teacher's last layer)
+  once the teacher is known, refusing an index outside it before any
+  distillation rather than in the first bin/distill."""
   index = args.distill_teacher_layer_index
   if index is None:
-    return teacher_layers - 1
-  if not 0 <= index < teacher_layers:
+    args.distill_teacher_layer_index = teacher_layers - 1
+  elif not 0 <= index < teacher_layers:
     raise BenchmarkError(f"--distill_teacher_layer_index={index}: the teacher "
                          f"has {teacher_layers} layers; expected 0 to "
                          f"{teacher_layers - 1}")
-  return index
 
 
 def student_flags(args, teacher, shards, output_dir):
   """bin/distill's flags of every student of the benchmark (the shape, the
   budget), without the relation and initialisation of a row."""
-  layers, hidden, heads, intermediate = teacher_shape(teacher)
+  _, hidden, heads, intermediate = teacher_shape(teacher)
   return [f"--teacher_model_name_or_path={teacher}", f"--input_dir={shards}",
           f"--output_dir={output_dir}",
           f"--model_type={args.student_model_type}",
@@ -575,7 +576,7 @@ def student_flags(args, teacher, shards, output_dir):
           f"--student_num_heads={args.student_num_heads or heads}",
           "--student_intermediate_size="
           f"{args.student_intermediate_size or intermediate}",
-          f"--teacher_layer_index={teacher_layer_index(args, layers)}",
+          f"--teacher_layer_index={args.distill_teacher_layer_index}",
           f"--student_layer_index={args.student_layers - 1}",
           f"--num_relation_heads={args.relation_heads}",
           f"--max_seq_length={args.max_seq_length}",
@@ -956,9 +957,9 @@ def run(args):
 
   sources, results = {}, {name: {"runs": []} for name in students}
   sources["teacher"] = sources["teacher_clue"] = teacher
-  at_teacher_width = args.student_hidden_size in (0, teacher_shape(teacher)[1])
-  # Refused before any distillation, not by the first bin/distill.
-  teacher_layer_index(args, teacher_shape(teacher)[0])
+  teacher_layers, teacher_hidden = teacher_shape(teacher)[:2]
+  at_teacher_width = args.student_hidden_size in (0, teacher_hidden)
+  resolve_tap(args, teacher_layers)
   if "truncated" in students and not at_teacher_width:
     raise BenchmarkError("--students: 'truncated' needs a student of the "
                          "teacher's width (--student_hidden_size=0)")
@@ -1004,8 +1005,7 @@ def run(args):
           finetune(name, sources[name], seed, args, data, work_dir,
                    clue_dir if name == "teacher_clue" else None))
 
-  rows = summarise(results, args.student_layers,
-                   teacher_shape(teacher)[0])
+  rows = summarise(results, args.student_layers, teacher_layers)
   markdown = table(rows, args)
   suffix = "" if args.split == "test" else "_dev"
   with io_utils.atomic_file(os.path.join(work_dir, f"quality{suffix}.md"),
