@@ -372,6 +372,11 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     self.assertEqual([row["name"] for row in results["rows"]],
                      ["random", "sample_sample", "sample_sample_trimmed",
                       "teacher_clue", "random_transformers"])
+    # The default text is the task's domain: reviews outside both splits.
+    self.assertIn(
+        f"--input_dir={os.path.join(work, 'unlabelled_shards_reviews')}",
+        results["results"]["sample_sample"]["distill"]["flags"])
+    self.assertFalse(os.path.exists(os.path.join(work, "unlabelled_shards")))
     student = results["results"]["sample_sample"]["distill"]["model"]
     with open(os.path.join(student, "hf", "config.json")) as f:
       config = json.load(f)
