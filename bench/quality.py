@@ -89,15 +89,16 @@ on 80% of the training split, scoring on the other 20% (cut once, stratified,
 fixed seed); the distillations do not depend on the split, so one work
 directory holds both and a row's test figures reuse its distillation.
 Every student is the recipe's `ppminilm` (ReLU), distilled at the recipe's
-learning rate 6e-4, except the two made of the teacher's first layers
-(selected_first, first_sample_sample): they keep the teacher's activation
-(a GELU `roberta` student; first_sample_sample distilled at 1e-4), the
-setting that won on the English dev split at the teacher's width
-(docs/quality.md). --student_model_type and --distill_learning_rate, when
-given, apply to every row; --distill_seed and --distill_teacher_layer_index
-set the distillation's seed and tap. One work directory per setting: a
-distilled or selected student recorded with other settings is refused, not
-reused.
+learning rate 6e-4 for 1,200 steps, except the two made of the teacher's
+first layers (selected_first, first_sample_sample): they keep the teacher's
+activation (a GELU `roberta` student; first_sample_sample distilled at
+1e-4), the setting that won on the English dev split at the teacher's
+width (docs/quality.md), and first_sample_sample distils for 900 steps, what
+fits a row's 30 CPU minutes. --student_model_type, --distill_learning_rate
+and --distill_steps, when given, apply to every row; --distill_seed and
+--distill_teacher_layer_index set the distillation's seed and tap. One work
+directory per setting: a distilled or selected student recorded with other
+settings is refused, not reused.
 """
 
 import argparse
@@ -215,17 +216,21 @@ SELECTED = {
                        "not distilled", "first"),
 }
 ACTIVATIONS = {"ppminilm": "ReLU", "roberta": "GELU"}
-# The student and distillation learning rate of a row that names none.
+# The student, distillation learning rate and steps of a row that names none.
 RECIPE_SETTINGS = {"student_model_type": "ppminilm",
-                   "distill_learning_rate": 6e-4}
+                   "distill_learning_rate": 6e-4, "distill_steps": 1200}
 # Rows made of the teacher's first layers keep its activation (GELU): on the
 # English dev split (2026-12-06) the ReLU student of those layers lost 2.6
 # points to the truncated teacher before any step, on every seed, and the
-# GELU one distilled at 1e-4 gained 0.5 over it, on every seed.
+# GELU one distilled at 1e-4 gained 0.5 over it, on every seed. That
+# student costs 1.7 CPU s a step (2026-12-07, the fastest machine seen):
+# 1,200 steps are 33.7 CPU minutes, over a row's 30; 900 were fixed before
+# they ran (2026-12-07, docs/quality.md).
 ROW_SETTINGS = {
     "selected_first": {"student_model_type": "roberta"},
     "first_sample_sample": {"student_model_type": "roberta",
-                            "distill_learning_rate": 1e-4},
+                            "distill_learning_rate": 1e-4,
+                            "distill_steps": 900},
 }
 
 # Rows without a model of their own to embed sentences with.
@@ -292,7 +297,10 @@ def define_flags(parser):
   # any result was seen). The review text yields 4,605; 3,000 cover 99.6%.
   parser.add_argument("--trimmed_vocab_size", type=int, default=3000,
                       help="--student_vocab_size of sample_sample_trimmed")
-  parser.add_argument("--distill_steps", type=int, default=1200)
+  parser.add_argument("--distill_steps", type=int, default=None,
+                      help="bin/distill --max_steps of every distilled row "
+                      "(default: each row's own, 1,200 but for "
+                      "first_sample_sample's 900); warm-up a tenth of it")
   parser.add_argument("--distill_batch_size", type=int, default=32)
   parser.add_argument("--distill_learning_rate", type=float, default=None,
                       help="bin/distill --learning_rate of every distilled "
@@ -650,8 +658,8 @@ def resolve_tap(args, teacher_layers):
 
 
 def row_settings(name, args):
-  """A row's student model type and distillation learning rate: the flag's
-  where given, else the row's own, else the recipe's."""
+  """A row's student model type, distillation learning rate and steps: the
+  flag's where given, else the row's own, else the recipe's."""
   return {key: (getattr(args, key) if getattr(args, key) is not None else
                 ROW_SETTINGS.get(name, {}).get(key, default))
           for key, default in RECIPE_SETTINGS.items()}
@@ -664,10 +672,11 @@ BUDGET_FLAGS = ("--learning_rate", "--warmup_steps", "--max_steps",
 
 def student_flags(name, args, teacher, shards, output_dir):
   """bin/distill's flags of row `name`'s student but for its relation and
-  initialisation: the shape and budget every student shares, the model type
-  and learning rate of the row."""
+  initialisation: the shape every student shares, the model type and budget
+  of the row."""
   _, hidden, heads, intermediate = teacher_shape(teacher)
   settings = row_settings(name, args)
+  steps = settings["distill_steps"]
   return [f"--teacher_model_name_or_path={teacher}", f"--input_dir={shards}",
           f"--output_dir={output_dir}",
           f"--model_type={settings['student_model_type']}",
@@ -682,9 +691,9 @@ def student_flags(name, args, teacher, shards, output_dir):
           f"--max_seq_length={args.max_seq_length}",
           f"--batch_size={args.distill_batch_size}",
           f"--learning_rate={settings['distill_learning_rate']}",
-          f"--warmup_steps={max(1, args.distill_steps // 10)}",
-          f"--max_steps={args.distill_steps}", "--logging_steps=10",
-          f"--save_steps={args.distill_steps}", "--device=cpu",
+          f"--warmup_steps={max(1, steps // 10)}",
+          f"--max_steps={steps}", "--logging_steps=10",
+          f"--save_steps={steps}", "--device=cpu",
           "--strategy=one_device", "--nouse_amp", "--deterministic_data",
           f"--seed={args.distill_seed}"]
 
@@ -699,12 +708,13 @@ def distill(name, args, teacher, shards, work_dir):
   if "--embedding_weight=1" in flags and args.track == "chinese":
     # m3e-small ships no sentence-transformers files; its card pools by mean.
     flags.append("--embedding_pooling=mean")
+  steps = row_settings(name, args)["distill_steps"]
 
   def compute():
-    print(f"distilling {name} ({args.distill_steps} steps)", flush=True)
+    print(f"distilling {name} ({steps} steps)", flush=True)
     seconds, cpu_seconds = run_tool("distill", flags, log_path)
     losses = losses_from_log(log_path)
-    return {"model": os.path.join(out, f"model_{args.distill_steps}"),
+    return {"model": os.path.join(out, f"model_{steps}"),
             "seconds": seconds, "cpu_seconds": cpu_seconds, "flags": flags,
             "losses": losses}
 
@@ -899,6 +909,9 @@ def settings_note(name, settings):
   rate = settings["distill_learning_rate"]
   if name in DISTILLED and rate != RECIPE_SETTINGS["distill_learning_rate"]:
     notes.append(f"learning rate {rate:g}")
+  steps = settings["distill_steps"]
+  if name in DISTILLED and steps != RECIPE_SETTINGS["distill_steps"]:
+    notes.append(f"{steps:,} steps")
   return f" [{', '.join(notes)}]" if notes else ""
 
 
@@ -978,8 +991,11 @@ def table(rows, args):
       f"{args.student_layers} layers"
       + (f", hidden {args.student_hidden_size}" if args.student_hidden_size
          else ", the teacher's width")
-      + f"; distillation {args.distill_steps} steps"
-      f" of batch {args.distill_batch_size} (seed {args.distill_seed})"
+      + "; distillation "
+      + (f"{args.distill_steps} steps" if args.distill_steps else
+         f"{RECIPE_SETTINGS['distill_steps']} steps where a row names no "
+         "other")
+      + f" of batch {args.distill_batch_size} (seed {args.distill_seed})"
       + (f" on {CHINESE_UNLABELLED[args.chinese_unlabelled]}"
          if args.chinese_unlabelled else "") + "; "
       f"fine-tuning {args.finetune_epochs} epochs, batch "

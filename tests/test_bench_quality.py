@@ -190,19 +190,20 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
         "first_sample_sample": {
             "runs": runs(0.78, 0.79, 0.80),
             "settings": {"student_model_type": "roberta",
-                         "distill_learning_rate": 1e-4},
+                         "distill_learning_rate": 1e-4, "distill_steps": 900},
             "distill": {"seconds": 600.0, "cpu_seconds": 1080.0,
                         "losses": [[10, 0.9], [1200, 0.3]]}},
         "selected": {"runs": runs(0.77, 0.77, 0.77),
                      "settings": {"student_model_type": "ppminilm",
-                                  "distill_learning_rate": 1e-4}},
+                                  "distill_learning_rate": 1e-4,
+                                  "distill_steps": 900}},
     }
     rows = {row["name"]: row for row in quality.summarise(results, 4, 6)}
     self.assertEqual(rows["first_sample_sample"]["label"],
                      "teacher's first layers (selected), distilled further, "
                      "sample-sample [GELU student (`roberta`), learning rate "
-                     "0.0001]")
-    # A learning rate means nothing to a student that is not distilled.
+                     "0.0001, 900 steps]")
+    # A distillation budget means nothing to a student that is not distilled.
     self.assertEqual(rows["selected"]["label"],
                      "selected from the teacher (uniform), not distilled")
     self.assertAllClose(rows["random"]["std"], 0.02)
@@ -223,7 +224,10 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     self.assertIn("Fidelity, teacher: bin/finetune − transformers = -3.0 "
                   "points (OUTSIDE ±1.5).", markdown)
     self.assertIn("3 fine-tuning seeds; students 4 layers, the teacher's "
-                  "width", markdown)
+                  "width; distillation 1200 steps of batch 32", markdown)
+    args.distill_steps = None
+    self.assertIn("; distillation 1200 steps where a row names no other of "
+                  "batch 32", quality.table(list(rows.values()), args))
     self.assertIn("| model | test accuracy", markdown)
     args.split = "dev"
     markdown = quality.table(list(rows.values()), args)
@@ -246,23 +250,29 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     def student(name, args):
       flags = quality.student_flags(name, args, self.teacher, "shards", work)
       return [flag for flag in flags
-              if flag.startswith(("--model_type=", "--learning_rate="))]
+              if flag.startswith(("--model_type=", "--learning_rate=",
+                                  "--warmup_steps=", "--max_steps="))]
 
     self.assertEqual(student("selected_first", args),
-                     ["--model_type=roberta", "--learning_rate=0.0006"])
+                     ["--model_type=roberta", "--learning_rate=0.0006",
+                      "--warmup_steps=120", "--max_steps=1200"])
     self.assertEqual(student("first_sample_sample", args),
-                     ["--model_type=roberta", "--learning_rate=0.0001"])
+                     ["--model_type=roberta", "--learning_rate=0.0001",
+                      "--warmup_steps=90", "--max_steps=900"])
     for name in ("selected", "sample_sample", "selected_sample_sample"):
       self.assertEqual(student(name, args),
-                       ["--model_type=ppminilm", "--learning_rate=0.0006"])
+                       ["--model_type=ppminilm", "--learning_rate=0.0006",
+                        "--warmup_steps=120", "--max_steps=1200"])
     # The flags, when given, set every row.
     every = parser.parse_args(["--student_layers=2", "--relation_heads=4",
                                "--distill_teacher_layer_index=2",
                                "--student_model_type=ppminilm",
-                               "--distill_learning_rate=3e-4"])
+                               "--distill_learning_rate=3e-4",
+                               "--distill_steps=50"])
     for name in ("first_sample_sample", "selected_first", "sample_sample"):
       self.assertEqual(student(name, every),
-                       ["--model_type=ppminilm", "--learning_rate=0.0003"])
+                       ["--model_type=ppminilm", "--learning_rate=0.0003",
+                        "--warmup_steps=5", "--max_steps=50"])
 
     # A selected student is reused only with the flags it was selected with
     # (the distillation budget aside); one of an older benchmark, with no
