@@ -224,8 +224,9 @@ RECIPE_SETTINGS = {"student_model_type": "ppminilm",
 # points to the truncated teacher before any step, on every seed, and the
 # GELU one distilled at 1e-4 gained 0.5 over it, on every seed. That
 # student costs 1.7 CPU s a step (2026-12-07, the fastest machine seen):
-# 1,200 steps are 33.7 CPU minutes, over a row's 30; 900 were fixed before
-# they ran (2026-12-07, docs/quality.md).
+# 1,200 steps are 33.7 CPU minutes, over a row's 30. 900, fixed before they
+# ran, cost 25-26 CPU minutes and gained 0.8 over the truncated teacher on
+# the dev split (two distillation seeds, every run; 1,200 steps: 0.6).
 ROW_SETTINGS = {
     "selected_first": {"student_model_type": "roberta"},
     "first_sample_sample": {"student_model_type": "roberta",
