@@ -993,9 +993,8 @@ def table(rows, args):
       + (f", hidden {args.student_hidden_size}" if args.student_hidden_size
          else ", the teacher's width")
       + "; distillation "
-      + (f"{args.distill_steps} steps" if args.distill_steps else
-         f"{RECIPE_SETTINGS['distill_steps']} steps where a row names no "
-         "other")
+      f"{args.distill_steps or RECIPE_SETTINGS['distill_steps']} steps"
+      + ("" if args.distill_steps else " (or the steps a row's label names)")
       + f" of batch {args.distill_batch_size} (seed {args.distill_seed})"
       + (f" on {CHINESE_UNLABELLED[args.chinese_unlabelled]}"
          if args.chinese_unlabelled else "") + "; "

@@ -192,7 +192,7 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
             "settings": {"student_model_type": "roberta",
                          "distill_learning_rate": 1e-4, "distill_steps": 900},
             "distill": {"seconds": 600.0, "cpu_seconds": 1080.0,
-                        "losses": [[10, 0.9], [1200, 0.3]]}},
+                        "losses": [[10, 0.9], [900, 0.3]]}},
         "selected": {"runs": runs(0.77, 0.77, 0.77),
                      "settings": {"student_model_type": "ppminilm",
                                   "distill_learning_rate": 1e-4,
@@ -226,8 +226,9 @@ class QualityBenchmarkTest(hf_fixtures.TinyModelTestCase):
     self.assertIn("3 fine-tuning seeds; students 4 layers, the teacher's "
                   "width; distillation 1200 steps of batch 32", markdown)
     args.distill_steps = None
-    self.assertIn("; distillation 1200 steps where a row names no other of "
-                  "batch 32", quality.table(list(rows.values()), args))
+    self.assertIn("; distillation 1200 steps (or the steps a row's label "
+                  "names) of batch 32 (seed 42); fine-tuning",
+                  quality.table(list(rows.values()), args))
     self.assertIn("| model | test accuracy", markdown)
     args.split = "dev"
     markdown = quality.table(list(rows.values()), args)
