@@ -992,9 +992,9 @@ def table(rows, args):
       f"{args.student_layers} layers"
       + (f", hidden {args.student_hidden_size}" if args.student_hidden_size
          else ", the teacher's width")
-      + "; distillation "
-      f"{args.distill_steps or RECIPE_SETTINGS['distill_steps']} steps"
-      + ("" if args.distill_steps else " (or the steps a row's label names)")
+      + (f"; distillation {RECIPE_SETTINGS['distill_steps']} steps (or the "
+         "steps a row's label names)" if args.distill_steps is None else
+         f"; distillation {args.distill_steps} steps")
       + f" of batch {args.distill_batch_size} (seed {args.distill_seed})"
       + (f" on {CHINESE_UNLABELLED[args.chinese_unlabelled]}"
          if args.chinese_unlabelled else "") + "; "
